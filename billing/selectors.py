@@ -1,0 +1,25 @@
+"""Reads of usage and credits."""
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.db.models import QuerySet, Sum
+
+from .models import CreditBalance, UsageEvent
+
+
+def credit_balance(*, tenant) -> Decimal:
+    value = CreditBalance.objects.filter(tenant=tenant).values_list("balance", flat=True).first()
+    return value if value is not None else Decimal(0)
+
+
+def usage_events(*, tenant, meter: str | None = None) -> QuerySet[UsageEvent]:
+    qs = UsageEvent.objects.filter(tenant=tenant).order_by("-created_at", "-id")
+    return qs.filter(meter=meter) if meter else qs
+
+
+def usage_totals(*, tenant) -> dict[str, dict]:
+    rows = UsageEvent.objects.filter(tenant=tenant).values("meter").annotate(
+        quantity=Sum("quantity"), credits=Sum("credits")
+    )
+    return {row["meter"]: {"quantity": str(row["quantity"]), "credits": str(row["credits"])} for row in rows}

@@ -1,0 +1,1 @@
+"""Hartonomous: settings, URLs, ASGI, Celery app and the CLI that runs the embedded stack."""

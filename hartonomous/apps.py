@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class HartonomousConfig(AppConfig):
+    name = "hartonomous"
+    verbose_name = "Hartonomous platform"

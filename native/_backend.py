@@ -1,0 +1,52 @@
+"""Backend selection for native/: cupy when a GPU is present, else the C extension, else NumPy.
+
+HARTONOMOUS_NATIVE_BACKEND=auto|c|cupy|reference forces a choice; asking for a backend that
+cannot load raises at import time with a clear message instead of silently falling back.
+"""
+from __future__ import annotations
+
+import functools
+import os
+
+CHOICES = ("auto", "c", "cupy", "reference")
+
+
+@functools.cache
+def cupy_available() -> bool:
+    try:
+        import cupy  # noqa: F401
+
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:  # no cupy, no driver, or no device: all mean "no GPU path"
+        return False
+
+
+@functools.cache
+def c_available() -> bool:
+    try:
+        from . import _core, _quant  # noqa: F401
+
+        return True
+    except ImportError:
+        return False
+
+
+def requested() -> str:
+    name = os.environ.get("HARTONOMOUS_NATIVE_BACKEND", "auto").strip().lower() or "auto"
+    if name not in CHOICES:
+        raise ValueError(f"HARTONOMOUS_NATIVE_BACKEND must be one of {CHOICES}, got {name!r}")
+    return name
+
+
+def backend() -> str:
+    """The backend in force: 'cupy', 'c' or 'reference'."""
+    name = requested()
+    if name == "auto":
+        if cupy_available():
+            return "cupy"
+        return "c" if c_available() else "reference"
+    if name == "c" and not c_available():
+        raise ImportError("HARTONOMOUS_NATIVE_BACKEND=c but the C extension is not built (pip install -e .)")
+    if name == "cupy" and not cupy_available():
+        raise ImportError("HARTONOMOUS_NATIVE_BACKEND=cupy but no CUDA device/cupy was found")
+    return name

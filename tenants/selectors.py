@@ -1,0 +1,28 @@
+"""Reads about tenants and keys."""
+from __future__ import annotations
+
+from django.db.models import QuerySet
+
+from .models import ApiKey, Domain, Tenant
+
+
+def api_key_by_hash(*, hashed_key: str) -> ApiKey | None:
+    return (
+        ApiKey.objects.select_related("tenant", "tenant__policy")
+        .filter(hashed_key=hashed_key)
+        .first()
+    )
+
+
+def api_keys_of(*, tenant: Tenant) -> QuerySet[ApiKey]:
+    return ApiKey.objects.filter(tenant=tenant).order_by("-created_at", "-id")
+
+
+def tenant_for_host(*, host: str) -> Tenant | None:
+    hostname = host.split(":")[0].lower()
+    domain = Domain.objects.select_related("tenant").filter(domain=hostname).first()
+    return domain.tenant if domain else None
+
+
+def tenant_by_slug(*, slug: str) -> Tenant | None:
+    return Tenant.objects.select_related("policy").filter(schema_name=slug, is_active=True).first()
