@@ -139,6 +139,7 @@ USE_I18N = True
 USE_TZ = True
 STATIC_URL = "/static/"
 STATIC_ROOT = HOME / "static"
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
@@ -199,12 +200,18 @@ OIDC_JWKS_CACHE_SECONDS = env_int("OIDC_JWKS_CACHE_SECONDS", 300)
 OIDC_TENANT_CLAIM = env_str("OIDC_TENANT_CLAIM", "tenant")
 OIDC_SCOPE_CLAIM = env_str("OIDC_SCOPE_CLAIM", "scope")
 RATE_LIMIT_ENABLED = env_bool("RATE_LIMIT_ENABLED", True)
+BENCH_ENDPOINTS = env_bool("BENCH_ENDPOINTS", False)
 
 # History retention (days): operational vs regulatory records
 HISTORY_RETENTION_DAYS = env_int("HISTORY_RETENTION_DAYS", 90)
 REGULATORY_RETENTION_DAYS = env_int("REGULATORY_RETENTION_DAYS", 7 * 365)
 REGULATORY_HISTORY_APPS = env_list("REGULATORY_HISTORY_APPS", ["billing", "tenants"])
 SIMPLE_HISTORY_HISTORY_ID_USE_UUID = False
+
+# Atoms and search
+NEAR_DUPLICATE_THRESHOLD = env_float("NEAR_DUPLICATE_THRESHOLD", 0.95)
+SEARCH_EF_SEARCH = env_int("SEARCH_EF_SEARCH", 100)
+SEARCH_MAX_K = env_int("SEARCH_MAX_K", 1000)
 
 # Billing
 DEFAULT_CREDITS = env_float("DEFAULT_CREDITS", 1000.0)
@@ -235,6 +242,7 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_ALWAYS_EAGER = False
 CELERY_BEAT_SCHEDULE = {
     "prune-history": {"task": "hartonomous.tasks.prune_history", "schedule": timedelta(hours=24)},
+    "embed-missing": {"task": "atoms.embed_missing", "schedule": timedelta(minutes=10)},
 }
 
 # Cache and channel layer share Redis

@@ -1,13 +1,16 @@
+from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from . import health
+from .bench_views import BareView
 from .views import api_not_found, home
 
 api_patterns = [
     path("", include("tenants.api.urls")),
     path("", include("billing.api.urls")),
+    path("", include("atoms.api.urls")),
 ]
 
 urlpatterns = [
@@ -18,6 +21,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/", include(api_patterns)),
+    *([path("api/_bench/bare", BareView.as_view())] if settings.BENCH_ENDPOINTS else []),
     path("api/<path:rest>", api_not_found),
 ]
 

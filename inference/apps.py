@@ -3,3 +3,10 @@ from django.apps import AppConfig
 
 class InferenceConfig(AppConfig):
     name = "inference"
+
+    def ready(self) -> None:
+        from atoms.embedding import register_text_provider
+
+        from .embedders import MODEL_NAME, MiniLMProvider
+
+        register_text_provider(MiniLMProvider, name=MODEL_NAME)

@@ -47,7 +47,7 @@ def tenant_create(*, slug: str, name: str, domain: str | None = None) -> Tenant:
     if Tenant.objects.filter(schema_name=slug).exists():
         raise Conflict(f"Tenant {slug!r} already exists.", details={"slug": slug})
     tenant = Tenant(schema_name=slug, name=name)
-    tenant.save()  # creates and migrates the schema (outside a transaction: DDL is long)
+    tenant.save(verbosity=0)  # creates and migrates the schema (outside a transaction: DDL is long)
     with transaction.atomic():
         TenantSecurityPolicy.objects.get_or_create(tenant=tenant)
         if domain:

@@ -1,0 +1,161 @@
+"""Reads of the atom store: lookups, filtered lists, and hybrid search (vector + full text + trigram)."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import QuerySet
+
+import native
+
+from .models import Atom, AtomEmbedding
+
+_SHA = re.compile(r"^[0-9a-f]{64}$")
+
+
+def atom_by_ref(*, ref: str, include_deleted: bool = False) -> Atom | None:
+    """An atom by numeric id or by its SHA-256."""
+    qs = Atom.objects.all() if include_deleted else Atom.objects.filter(deleted_at__isnull=True)
+    ref = str(ref).strip().lower()
+    if _SHA.match(ref):
+        return qs.filter(sha256=ref).first()
+    if ref.isdigit() and int(ref) < 2**63:
+        return qs.filter(pk=int(ref)).first()
+    return None
+
+
+@dataclass
+class AtomFilters:
+    modality: list[str] = field(default_factory=list)
+    metadata: dict | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    source_kind: str | None = None
+    source_uri_prefix: str | None = None
+    region: tuple[float, float, float, float] | None = None  # x1, y1, x2, y2 of the 2D projection
+
+    def sql(self, alias: str = "a") -> tuple[str, list]:
+        """A WHERE fragment (always starting with the soft-delete guard) and its parameters."""
+        clauses, params = [f"{alias}.deleted_at IS NULL"], []
+        if self.modality:
+            clauses.append(f"{alias}.modality = ANY(%s)")
+            params.append(list(self.modality))
+        if self.metadata:
+            import json
+
+            clauses.append(f"{alias}.metadata @> %s::jsonb")
+            params.append(json.dumps(self.metadata))
+        if self.created_after:
+            clauses.append(f"{alias}.created_at >= %s")
+            params.append(self.created_after)
+        if self.created_before:
+            clauses.append(f"{alias}.created_at < %s")
+            params.append(self.created_before)
+        if self.source_kind:
+            clauses.append(f"{alias}.source_kind = %s")
+            params.append(self.source_kind)
+        if self.source_uri_prefix:
+            clauses.append(f"{alias}.source_uri LIKE %s")
+            params.append(self.source_uri_prefix.replace("\\", "\\\\").replace("%", r"\%").replace("_", r"\_") + "%")
+        return " AND ".join(clauses), params
+
+    def region_sql(self, alias: str = "e") -> tuple[str, list]:
+        if not self.region:
+            return "", []
+        x1, y1, x2, y2 = self.region
+        return f" AND {alias}.point <@ box(point(%s, %s), point(%s, %s))", [x1, y1, x2, y2]
+
+    def queryset(self, qs: QuerySet[Atom]) -> QuerySet[Atom]:
+        qs = qs.filter(deleted_at__isnull=True)
+        if self.modality:
+            qs = qs.filter(modality__in=self.modality)
+        if self.metadata:
+            qs = qs.filter(metadata__contains=self.metadata)
+        if self.created_after:
+            qs = qs.filter(created_at__gte=self.created_after)
+        if self.created_before:
+            qs = qs.filter(created_at__lt=self.created_before)
+        if self.source_kind:
+            qs = qs.filter(source_kind=self.source_kind)
+        if self.source_uri_prefix:
+            qs = qs.filter(source_uri__startswith=self.source_uri_prefix)
+        return qs
+
+
+def atoms_list(*, filters: AtomFilters) -> QuerySet[Atom]:
+    return filters.queryset(Atom.objects.all()).defer("content", "text").order_by("-created_at", "-id")
+
+
+def _vec(vector) -> str:
+    return "[" + ",".join(f"{float(v):.8g}" for v in vector) + "]"
+
+
+def vector_candidates(*, vector: np.ndarray, model: str, k: int, filters: AtomFilters,
+                      ef_search: int | None = None) -> list[tuple[int, float]]:
+    """(atom id, cosine) from the HNSW index of `model`, filtered without losing results
+    (pgvector iterative index scans keep scanning until k rows pass the filter)."""
+    dim = int(vector.shape[0])
+    where, params = filters.sql("a")
+    region, region_params = filters.region_sql("e")
+    ef = ef_search or max(settings.SEARCH_EF_SEARCH, k)
+    sql = f"""
+        SELECT id, 1 - dist FROM (
+          SELECT e.atom_id AS id, (e.vector::vector({dim}) <=> %s::vector({dim})) AS dist
+          FROM atoms_atomembedding e JOIN atoms_atom a ON a.id = e.atom_id
+          WHERE e.model = %s AND {where}{region}
+          ORDER BY e.vector::vector({dim}) <=> %s::vector({dim})
+          LIMIT %s) hits
+        ORDER BY dist"""
+    literal = _vec(vector)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SET LOCAL hnsw.ef_search = %s" % int(ef))
+        cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+        cursor.execute(sql, [literal, model, *params, *region_params, literal, k])
+        return [(row[0], float(row[1])) for row in cursor.fetchall()]
+
+
+def nearest_by_vector(*, vector: np.ndarray, model: str, k: int) -> list[tuple[int, float]]:
+    return vector_candidates(vector=vector, model=model, k=k, filters=AtomFilters())
+
+
+def fulltext_candidates(*, query: str, k: int, filters: AtomFilters) -> list[tuple[int, float]]:
+    where, params = filters.sql("a")
+    sql = f"""
+        SELECT a.id, ts_rank_cd(a.search_vector, q) AS rank
+        FROM atoms_atom a, websearch_to_tsquery('english', %s) q
+        WHERE a.search_vector @@ q AND {where}
+        ORDER BY rank DESC, a.id LIMIT %s"""
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [query, *params, k])
+        return [(row[0], float(row[1])) for row in cursor.fetchall()]
+
+
+def trigram_candidates(*, query: str, k: int, filters: AtomFilters) -> list[tuple[int, float]]:
+    where, params = filters.sql("a")
+    sql = f"""
+        SELECT a.id, word_similarity(%s, a.text) AS sim
+        FROM atoms_atom a
+        WHERE %s <%% a.text AND {where}
+        ORDER BY sim DESC, a.id LIMIT %s"""
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [query, query, *params, k])
+        return [(row[0], float(row[1])) for row in cursor.fetchall()]
+
+
+def embeddings_of(*, atom_ids: list[int], model: str) -> dict[int, np.ndarray]:
+    rows = AtomEmbedding.objects.filter(atom_id__in=atom_ids, model=model).values_list("atom_id", "vector")
+    return {atom_id: np.asarray(vector, dtype=np.float32) for atom_id, vector in rows}
+
+
+def exact_cosines(query: np.ndarray, vectors: dict[int, np.ndarray]) -> dict[int, float]:
+    """Exact cosine of the query against each candidate, on native/ (the rerank step)."""
+    if not vectors:
+        return {}
+    ids = list(vectors)
+    matrix = np.stack([vectors[i] for i in ids]).astype(np.float32)  # (N, D)
+    scores = native.scores(query.astype(np.float32), matrix, metric="cosine")
+    return {atom_id: float(score) for atom_id, score in zip(ids, np.ravel(scores), strict=True)}
