@@ -22,6 +22,7 @@ def native_extension(name: str, source: str) -> Extension:
         include_dirs=[numpy.get_include(), "native"],
         extra_compile_args=COMPILE,
         extra_link_args=LINK,
+        depends=[p for p in ("native/_core_kernels.h",) if os.path.exists(p)],
     )
 
 

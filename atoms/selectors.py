@@ -122,15 +122,25 @@ def nearest_by_vector(*, vector: np.ndarray, model: str, k: int) -> list[tuple[i
     return vector_candidates(vector=vector, model=model, k=k, filters=AtomFilters())
 
 
+def or_tsquery(text: str) -> str:
+    """Any of the query's words (ranked by how many match), like a bag-of-words retriever; the
+    words are reduced to [A-Za-z0-9_] so the query syntax cannot be injected."""
+    words = sorted(set(re.findall(r"\w+", text.lower())))[:64]
+    return " | ".join(f"'{w}'" for w in words)
+
+
 def fulltext_candidates(*, query: str, k: int, filters: AtomFilters) -> list[tuple[int, float]]:
+    terms = or_tsquery(query)
+    if not terms:
+        return []
     where, params = filters.sql("a")
     sql = f"""
         SELECT a.id, ts_rank_cd(a.search_vector, q) AS rank
-        FROM atoms_atom a, websearch_to_tsquery('english', %s) q
+        FROM atoms_atom a, to_tsquery('english', %s) q
         WHERE a.search_vector @@ q AND {where}
         ORDER BY rank DESC, a.id LIMIT %s"""
     with connection.cursor() as cursor:
-        cursor.execute(sql, [query, *params, k])
+        cursor.execute(sql, [terms, *params, k])
         return [(row[0], float(row[1])) for row in cursor.fetchall()]
 
 

@@ -14,6 +14,7 @@ from django.utils import timezone
 from billing.services import record_usage
 from hartonomous.errors import NotFound, TooLarge, Unprocessable, ValidationFailed
 
+from . import signals
 from .blobstore import BlobStoreError
 from .embedding import TEXT_MODALITIES, project, text_provider
 from .extract import ROOT, ExtractionError, Part, Source, extract
@@ -255,6 +256,9 @@ def _after_ingest(tenant, result: IngestResult) -> None:
     ids = list(result.new_ids)
     schema = connection.schema_name
     transaction.on_commit(lambda: _enqueue_embedding(schema, ids))
+    transaction.on_commit(lambda: signals.atoms_ingested.send(
+        sender=Atom, tenant=tenant, root=result.root, new_ids=ids, source_kind=result.root.source_kind,
+        source_uri=result.root.source_uri))
 
 
 def _enqueue_embedding(schema: str, atom_ids: list[int]) -> None:
@@ -282,6 +286,8 @@ def atom_delete(*, atom: Atom) -> Atom:
     if atom.deleted_at is None:
         atom.deleted_at = timezone.now()
         atom.save(update_fields=["deleted_at"])
+        tenant = getattr(connection, "tenant", None)
+        transaction.on_commit(lambda: signals.atom_deleted.send(sender=Atom, tenant=tenant, atom=atom))
     return atom
 
 
@@ -305,6 +311,10 @@ def embed_atoms(*, atom_ids: list[int], batch_size: int = 32) -> int:
         batch = todo[start:start + batch_size]
         vectors = provider.embed_texts([text for _, text in batch])
         _store_embeddings([atom_id for atom_id, _ in batch], vectors, provider.name)
+    if todo:
+        ids, schema = [atom_id for atom_id, _ in todo], connection.schema_name
+        transaction.on_commit(lambda: signals.atoms_embedded.send(sender=Atom, schema=schema, atom_ids=ids,
+                                                                  model=provider.name))
     return len(todo)
 
 
@@ -333,3 +343,24 @@ def near_duplicates_link(*, atom_ids: list[int], model: str, threshold: float | 
                                           weight=float(cosine)))
     AtomRelation.objects.bulk_create(edges, ignore_conflicts=True)
     return len(edges)
+
+
+# ---------------------------------------------------------------- blob garbage collection
+def blob_references() -> dict[str, int]:
+    """Reference count of every blob digest, over every tenant schema (the blob store is shared)."""
+    from django_tenants.utils import get_public_schema_name, get_tenant_model, schema_context
+    from django.db.models import Count
+
+    counts: dict[str, int] = {}
+    schemas = get_tenant_model().objects.exclude(schema_name=get_public_schema_name()).values_list(
+        "schema_name", flat=True)
+    for schema in schemas:
+        with schema_context(schema):
+            for sha, n in Atom.objects.filter(in_blob=True).values_list("sha256").annotate(n=Count("id")):
+                counts[sha] = counts.get(sha, 0) + n
+    return counts
+
+
+def blobs_collect_garbage(*, min_age_seconds: float = 3600) -> list[str]:
+    """Delete blobs no atom of any tenant refers to (older than the grace period)."""
+    return blobstore().gc(set(blob_references()), min_age_seconds=min_age_seconds)

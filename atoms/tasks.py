@@ -39,3 +39,10 @@ def embed_missing_task() -> dict:
             _enqueue_embedding(schema, ids)
             queued[schema] = len(ids)
     return queued
+
+
+@shared_task(name="atoms.gc_blobs", acks_late=True)
+def gc_blobs_task() -> dict:
+    from .services import blobs_collect_garbage
+
+    return {"deleted": len(blobs_collect_garbage())}

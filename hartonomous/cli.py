@@ -98,7 +98,12 @@ def demo_tenant() -> tuple[str, str]:
 
     from .onboarding import tenant_ensure
 
+    from billing.selectors import credit_balance
+    from billing.services import credits_grant
+
     tenant = tenant_ensure(slug="demo", name="Demo tenant", domain="demo.localhost", credits=settings.DEFAULT_CREDITS)
+    if credit_balance(tenant=tenant) <= 0:
+        credits_grant(tenant=tenant, amount=settings.DEFAULT_CREDITS, reason="demo top-up")
     key_path = stack.run_dir() / "demo_api_key"
     raw = key_path.read_text().strip() if key_path.exists() else ""
     if not raw or not ApiKey.objects.filter(prefix=raw.split("_")[1], revoked_at__isnull=True).exists():
@@ -139,7 +144,22 @@ def _wait_http(url: str, timeout: float = 60) -> bool:
     return False
 
 
-DEMO_STEPS: list = []  # later features append callables taking (tenant_slug, api_key, base_url)
+def demo_ingest(tenant_slug: str, api_key: str, base: str) -> None:
+    """Ingest the sample corpus (text, code, images, speech, a video, a sensor series)."""
+    from django.core.management import call_command
+
+    from .demo_corpus import build
+
+    corpus = build(home())
+    print(f"ingesting the sample corpus from {corpus} ...")
+    call_command("ingest", str(corpus), tenant=tenant_slug, workers=2)
+    print(f"""Search it (the worker embeds in the background; give it a few seconds):
+  .venv/bin/python manage.py search "how does hybrid search work" --tenant {tenant_slug}
+  curl -H "Authorization: Bearer {api_key}" -H 'Content-Type: application/json' \\
+       -d '{{"text": "hybrid search", "k": 5}}' {base}/api/search/semantic""")
+
+
+DEMO_STEPS: list = [demo_ingest]  # each takes (tenant_slug, api_key, base_url)
 
 
 def cmd_demo(args) -> int:

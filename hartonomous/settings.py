@@ -242,8 +242,25 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_ALWAYS_EAGER = False
 CELERY_BEAT_SCHEDULE = {
     "prune-history": {"task": "hartonomous.tasks.prune_history", "schedule": timedelta(hours=24)},
-    "embed-missing": {"task": "atoms.embed_missing", "schedule": timedelta(minutes=10)},
 }
+
+
+
+def _app_schedules() -> dict:
+    """Apps add periodic tasks by defining SCHEDULE = {name: {"task", "schedule"}} in <app>/schedule.py."""
+    import importlib
+
+    merged = {}
+    for app in ("atoms", "inference", "concepts", "autonomy", "provenance", "billing", "tenants"):
+        try:
+            merged.update(importlib.import_module(f"{app}.schedule").SCHEDULE)
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{app}.schedule":
+                raise
+    return merged
+
+
+CELERY_BEAT_SCHEDULE.update(_app_schedules())
 
 # Cache and channel layer share Redis
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}

@@ -11,6 +11,10 @@ api_patterns = [
     path("", include("tenants.api.urls")),
     path("", include("billing.api.urls")),
     path("", include("atoms.api.urls")),
+    path("", include("inference.api.urls")),
+    path("", include("concepts.api.urls")),
+    path("", include("autonomy.api.urls")),
+    path("", include("provenance.api.urls")),
 ]
 
 urlpatterns = [

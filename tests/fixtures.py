@@ -60,10 +60,22 @@ def django_db_setup(django_test_environment, django_db_blocker):
         from django.db import connections
 
         connections.close_all()
+        _disconnect_others(config)
         teardown_databases(config, verbosity=0)
 
 
 django_db_setup_tenants: dict[str, TenantKeys] = {}
+
+
+def _disconnect_others(config) -> None:
+    """Threads of commands under test may leave connections to the test database open."""
+    import psycopg
+
+    url = os.environ["DATABASE_URL"]
+    with psycopg.connect(url, autocommit=True) as conn:
+        for connection, _name, _destroy in config:
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s "
+                         "AND pid <> pg_backend_pid()", [connection.settings_dict["NAME"]])
 
 
 @pytest.fixture

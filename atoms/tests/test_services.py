@@ -116,3 +116,14 @@ def test_another_tenant_has_its_own_store(alpha, beta):
     assert not Atom.objects.filter(sha256=sha).exists()
     result = atom_ingest(tenant=beta.tenant, source=Source.from_bytes(text, "p.txt"))
     assert result.created  # the same bytes are a new atom for another tenant
+
+
+def test_gc_removes_only_blobs_nobody_refers_to(in_alpha):
+    from atoms.services import blob_references, blobs_collect_garbage
+
+    kept = atom_ingest(tenant=in_alpha.tenant, source=Source.from_bytes(f"kept {uuid.uuid4().hex}".encode(), "k.txt"))
+    orphan = blobstore().put_bytes(f"orphan {uuid.uuid4().hex}".encode())
+    assert blob_references()[kept.root.sha256] >= 1
+    deleted = blobs_collect_garbage(min_age_seconds=0)
+    assert orphan.sha256 in deleted
+    assert blobstore().exists(kept.root.sha256) and not blobstore().exists(orphan.sha256)

@@ -592,3 +592,69 @@ def test_it_imports_without_touching_cupy():
 
     code = "import sys, native, native.vector, native._cupy; assert 'cupy' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=str(__import__("pathlib").Path(native.__file__).parents[1]))
+
+
+# ----------------------------------------------------------------------------- GPU path logic
+
+
+class NumpyAsCupy:
+    """Just enough of the CuPy namespace, backed by NumPy, to run native/_cupy.py without a GPU.
+    It checks the GPU path's array logic (shapes, dtypes, ties, masking), not CUDA itself."""
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+    asnumpy = staticmethod(np.asarray)
+
+    @staticmethod
+    def argsort(a, axis=-1):
+        return np.argsort(a, axis=axis, kind="stable")  # CuPy's sort is always stable
+
+
+@pytest.fixture
+def cupy_on_numpy(monkeypatch):
+    import sys
+    import types
+
+    from native import _cupy
+
+    monkeypatch.setattr(_cupy, "_cp", NumpyAsCupy)
+    monkeypatch.setitem(sys.modules, "cupyx", types.SimpleNamespace(scatter_add=np.add.at))
+    monkeypatch.setattr(vec, "_impl", lambda: _cupy.CupyKernels)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "dot"])
+def test_it_runs_the_cupy_path_logic_like_the_reference(cupy_on_numpy, metric):
+    m, q = rand((1000, 17), 50), rand((4, 17), 51)
+    m[3] = 0.0
+    m[10] = m[11]
+    np.testing.assert_allclose(vec.scores(q, m, metric), ref.scores(q, m, metric), atol=1e-5)
+    idx, sc = vec.topk(q, m, 1003, metric)
+    assert_topk_matches(q, m, 1003, metric, idx, sc)
+    q8, s8 = vec.quantize_int8(m)
+    rq, rs = ref.quantize_int8(m)
+    assert np.abs(q8.astype(int) - rq).max() <= 1 and np.array_equal(s8, rs)
+    idx, sc = vec.topk_int8(q, rq, rs, 5, metric, rescore=m)
+    want_i, want_s = ref.topk_int8(q, rq, rs, 5, metric, rescore=m)
+    np.testing.assert_allclose(sc, want_s, atol=1e-5)
+    with pytest.raises(ValueError):
+        bad = m.copy()
+        bad[7, 2] = np.nan
+        vec.topk(q, bad, 3, metric)
+
+
+def test_it_runs_the_cupy_path_analytics_like_the_reference(cupy_on_numpy):
+    x = rand((500, 9), 52, np.float64) * 3 + 1
+    st = vec.moments_accumulate(vec.moments_init(9, covariance=True), x)
+    np.testing.assert_allclose(vec.moments_finish(st).cov_sample, np.cov(x.T), rtol=1e-10)
+    pts, _ = blobs(1500, 8, 4, seed=6)
+    got, want = vec.kmeans(pts, 4, seed=2), ref.kmeans(pts, 4, seed=2)
+    assert (got.labels == want.labels).all()
+    np.testing.assert_allclose(got.inertia, want.inertia, rtol=1e-5)
+    qa, ka, va = rand((2, 17), 53), rand((40, 17), 54), rand((40, 3), 55)
+    for a, b in zip(vec.attention(qa, ka, va), ref.attention(qa, ka, va), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+    xs, ys = lagged_pair(200)
+    np.testing.assert_allclose(vec.lagged_xcorr(xs, ys, 4), ref.lagged_xcorr(xs, ys, 4), atol=1e-12)
+    d = digests(9)
+    assert vec.merkle_root(d) == ref.merkle_root(d)

@@ -6,12 +6,14 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
-from django.db import close_old_connections, connection
+from django.db import connection
+from django.utils import timezone
 
 from hartonomous.errors import ApplicationError
 from hartonomous.progress import Progress
 
 from ...extract import Source
+from ...models import IngestJob
 from ...services import atom_ingest
 from ._tenant import activate_tenant
 
@@ -41,6 +43,7 @@ class Command(BaseCommand):
     def handle(self, *args, paths, tenant, workers, no_progress, **options):
         tenant_obj = activate_tenant(tenant)
         files = _files(paths)
+        job = IngestJob.objects.create(source=" ".join(paths)[:2000])
         totals = {"new": 0, "deduplicated": 0, "failed": 0}
         failures: list[tuple[str, str]] = []
         with Progress(tenant_obj.schema_name, "ingest", total=len(files), bar=not no_progress, unit="file") as bar:
@@ -52,8 +55,14 @@ class Command(BaseCommand):
                     if outcome == "failed":
                         failures.append((str(futures[future]), detail))
                     bar.advance()
+        connection.set_tenant(tenant_obj)
+        job.atoms_new, job.atoms_deduplicated, job.files_failed = totals["new"], totals["deduplicated"], totals["failed"]
+        job.failures = [{"path": p, "reason": r} for p, r in failures][:1000]
+        job.state = IngestJob.State.FAILED if failures and len(failures) == len(files) else IngestJob.State.DONE
+        job.finished_at = timezone.now()
+        job.save()
         self.stdout.write(f"atoms new: {totals['new']}  deduplicated files: {totals['deduplicated']}  "
-                          f"failed: {totals['failed']}")
+                          f"failed: {totals['failed']}  (job {job.pk})")
         for path, reason in failures:
             self.stdout.write(f"  failed {path}: {reason}")
         if failures and len(failures) == len(files):
@@ -68,5 +77,5 @@ class Command(BaseCommand):
         except ApplicationError as exc:
             return "failed", f"{exc.code}: {exc.message}"
         finally:
-            close_old_connections()
+            connection.close()  # this pool thread's own connection
         return ("new", result.atoms_new) if result.created else ("deduplicated", 1)
