@@ -106,6 +106,18 @@ def _copy_hashing(src: BinaryIO, dst: BinaryIO) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
+def _hash_file(path: Path) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    buf = bytearray(CHUNK_SIZE)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(view):
+            digest.update(view[:n])
+            size += n
+    return digest.hexdigest(), size
+
+
 def _check_expected(actual: str, expected: str | None) -> None:
     if expected is not None and actual != expected.lower():
         raise DigestMismatch(f"content hashes to {actual}, expected {expected}")
@@ -137,6 +149,18 @@ class BlobStore(ABC):
 
     def put_bytes(self, data: bytes, *, expected_sha256: str | None = None) -> BlobRef:
         return self.put_stream(io.BytesIO(data), expected_sha256=expected_sha256)
+
+    def put_path(self, path: Path | str, *, expected_sha256: str | None = None) -> BlobRef:
+        """Store a file; it is hashed first, so a duplicate costs one read and no write."""
+        digest, size = _hash_file(Path(path))
+        _check_expected(digest, expected_sha256)
+        if self._touch_if_exists(digest):
+            return BlobRef(digest, size, False)
+        with open(path, "rb") as f:  # the digest check catches a file changed in between
+            return self.put_stream(f, expected_sha256=digest)
+
+    def _touch_if_exists(self, sha256: str) -> bool:
+        return self.exists(sha256)
 
     def read_bytes(self, sha256: str) -> bytes:
         with self.open(sha256) as f:
@@ -201,6 +225,13 @@ class FileSystemBlobStore(BlobStore):
                 return False
             os.replace(tmp, final)
         _fsync_dir(final.parent)
+        return True
+
+    def _touch_if_exists(self, sha256: str) -> bool:
+        try:
+            os.utime(self.path(sha256))  # a re-put refreshes the GC grace period
+        except FileNotFoundError:
+            return False
         return True
 
     def open(self, sha256: str) -> BinaryIO:
@@ -376,13 +407,28 @@ class S3BlobStore(BlobStore):
         with tempfile.TemporaryFile(dir=self.spool_dir) as spool:
             digest, size = _copy_hashing(fileobj, spool)
             _check_expected(digest, expected_sha256)
-            if self._head(digest) is not None:
+            if self._touch_if_exists(digest):
                 return BlobRef(digest, size, False)
             spool.seek(0)
             self.client.upload_fileobj(
                 spool, self.bucket, self.key(digest), Config=self.transfer_config
             )
         return BlobRef(digest, size, True)
+
+    def _touch_if_exists(self, sha256: str) -> bool:
+        """Refresh LastModified of an existing object (server-side copy onto itself), so a
+        re-put restarts the GC grace period as on the filesystem backend."""
+        from botocore.exceptions import ClientError
+
+        if self._head(sha256) is None:
+            return False
+        key = self.key(sha256)
+        try:
+            self.client.copy_object(Bucket=self.bucket, Key=key, MetadataDirective="REPLACE",
+                                    CopySource={"Bucket": self.bucket, "Key": key})
+        except ClientError:  # e.g. objects over 5 GB cannot be copied in one request
+            pass
+        return True
 
     def _head(self, sha256: str) -> dict | None:
         from botocore.exceptions import ClientError

@@ -93,13 +93,12 @@ def demo_tenant() -> tuple[str, str]:
     from django.conf import settings
     from django.contrib.auth import get_user_model
 
+    from billing.selectors import credit_balance
+    from billing.services import credits_grant
     from tenants.models import ApiKey
     from tenants.services import api_key_create
 
     from .onboarding import tenant_ensure
-
-    from billing.selectors import credit_balance
-    from billing.services import credits_grant
 
     tenant = tenant_ensure(slug="demo", name="Demo tenant", domain="demo.localhost", credits=settings.DEFAULT_CREDITS)
     if credit_balance(tenant=tenant) <= 0:

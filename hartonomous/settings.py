@@ -40,6 +40,13 @@ def _embedded_url(name: str, env_key: str) -> str:
     return os.environ.get(env_key) or read_state().get(name, {}).get("url", "")
 
 
+def _pool_options() -> dict:
+    size = env_int("DB_POOL_MAX", 8)
+    if size <= 0:
+        return {}
+    return {"pool": {"min_size": 1, "max_size": size, "timeout": env_float("DB_POOL_TIMEOUT", 10.0)}}
+
+
 def database_from_url(url: str) -> dict:
     if not url:
         return {"ENGINE": "django_tenants.postgresql_backend", "NAME": "hartonomous"}
@@ -52,9 +59,10 @@ def database_from_url(url: str) -> dict:
         "PASSWORD": unquote(parsed.password or ""),
         "HOST": query.pop("host", parsed.hostname or ""),
         "PORT": str(parsed.port or ""),
-        "OPTIONS": query,
-        "CONN_MAX_AGE": env_int("DB_CONN_MAX_AGE", 60),
-        "CONN_HEALTH_CHECKS": True,
+        # A connection pool per process (psycopg_pool): ASGI serves sync views from many threads, and
+        # persistent per-thread connections would pile up; the pool bounds them and reuses them.
+        "OPTIONS": {**query, **_pool_options()},
+        "CONN_MAX_AGE": 0,
         "TEST": {"NAME": env_str("TEST_DATABASE_NAME", "test_hartonomous")},
     }
 
@@ -68,7 +76,7 @@ SHARED_APPS = [
     "django_tenants",
     "tenants",
     "billing",
-    "django.contrib.admin",
+    "hartonomous.admin_site.HartonomousAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

@@ -4,7 +4,7 @@ from __future__ import annotations
 from django.db import connection
 
 from .authentication import CredentialError, authenticate_credential
-from .selectors import tenant_for_host
+from .selectors import public_tenant, tenant_for_host
 
 
 class TenantResolutionMiddleware:
@@ -19,9 +19,8 @@ class TenantResolutionMiddleware:
         except CredentialError as exc:
             request.auth_error = str(exc)
         tenant = request.principal.tenant if request.principal else tenant_for_host(host=request.get_host())
-        request.tenant = tenant
-        if tenant is not None:
-            connection.set_tenant(tenant)
+        request.tenant = tenant or public_tenant()
+        connection.set_tenant(request.tenant)
         try:
             return self.get_response(request)
         finally:

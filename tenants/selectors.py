@@ -26,3 +26,11 @@ def tenant_for_host(*, host: str) -> Tenant | None:
 
 def tenant_by_slug(*, slug: str) -> Tenant | None:
     return Tenant.objects.select_related("policy").filter(schema_name=slug, is_active=True).first()
+
+
+def public_tenant() -> Tenant:
+    """The public schema's tenant row (an unsaved stand-in before bootstrap made it)."""
+    from django_tenants.utils import get_public_schema_name
+
+    name = get_public_schema_name()
+    return Tenant.objects.filter(schema_name=name).first() or Tenant(schema_name=name, name="public")

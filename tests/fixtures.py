@@ -224,11 +224,16 @@ def celery_worker(django_db_setup, tmp_path_factory):
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _clean_test_redis():
-    """Start each session with an empty test Redis database (rate-limit buckets, queues)."""
-    url = os.environ.get("REDIS_URL", "")
-    if url.endswith("db=1"):
-        import redis
+def _clean_test_redis_and_blobs():
+    """Start each session with an empty Redis database of its own; remove its blob root at the end."""
+    import shutil
 
+    import redis
+
+    url = os.environ.get("REDIS_URL", "")
+    if "db=0" not in url and url.startswith("unix://"):
         redis.Redis.from_url(url).flushdb()
     yield
+    root = os.environ.get("HARTONOMOUS_BLOB_ROOT", "")
+    if "test-blobs" in root:
+        shutil.rmtree(root, ignore_errors=True)

@@ -218,13 +218,13 @@ def test_it_lets_concurrent_writers_of_the_same_content_agree(tmp_path):
     assert list((tmp_path / "tmp").iterdir()) == []
 
 
-def test_it_refreshes_the_grace_period_when_content_is_put_again(tmp_path):
-    store = FileSystemBlobStore(tmp_path)
+def test_it_refreshes_the_grace_period_when_content_is_put_again(store):
     digest = store.put_bytes(b"again").sha256
-    old = time.time() - 7200
-    os.utime(store.path(digest), (old, old))
+    time.sleep(2.2)
     store.put_bytes(b"again")
-    assert store.gc(set(), min_age_seconds=3600) == []
+    assert store.gc(set(), min_age_seconds=2) == []
+    time.sleep(2.2)
+    assert store.gc(set(), min_age_seconds=2) == [digest]
 
 
 def test_it_uploads_large_blobs_in_parts(s3_endpoint, tmp_path):
@@ -249,3 +249,14 @@ def test_it_builds_the_store_from_the_environment(tmp_path: Path):
     assert err.value.code == "blob.misconfigured"
     with pytest.raises(BlobStoreError):
         blobstore_from_env({"HARTONOMOUS_BLOB_BACKEND": "ftp"}, tmp_path)
+
+
+def test_it_stores_a_path_and_skips_the_write_for_a_duplicate(store, tmp_path):
+    src = tmp_path / "input.bin"
+    src.write_bytes(os.urandom(3 * 1024 * 1024 + 1))
+    first = store.put_path(src)
+    second = store.put_path(src)
+    assert first.sha256 == second.sha256 == sha(src.read_bytes())
+    assert first.created and not second.created and second.size == src.stat().st_size
+    with pytest.raises(DigestMismatch):
+        store.put_path(src, expected_sha256=sha(b"other"))

@@ -62,6 +62,13 @@ def time_store(store, paths: list[Path]) -> tuple[float, dict[str, str]]:
     return time.perf_counter() - t0, digests
 
 
+def time_store_paths(store, paths: list[Path]) -> float:
+    t0 = time.perf_counter()
+    for path in paths:
+        store.put_path(path)
+    return time.perf_counter() - t0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--files", type=int, default=64)
@@ -82,6 +89,7 @@ def main() -> None:
         ours_s, our_digests = time_store(FileSystemBlobStore(tmp / "store"), paths)
         assert peer_digests == our_digests, "digests differ"
         again_s, _ = time_store(FileSystemBlobStore(tmp / "store"), paths)  # all duplicates
+        dup_path_s = time_store_paths(FileSystemBlobStore(tmp / "store"), paths)
         gb = total / 1e9
         print(f"files={args.files} x {args.mib} MiB = {gb:.2f} GB")
         print(f"sha256sum (read + hash):                     {gb / peer_s:6.2f} GB/s")
@@ -90,6 +98,8 @@ def main() -> None:
               f"({peer_s / ours_s:.2f}x sha256sum)")
         print(f"FileSystemBlobStore.put_stream (duplicates): {gb / again_s:6.2f} GB/s "
               f"({peer_s / again_s:.2f}x sha256sum)")
+        print(f"FileSystemBlobStore.put_path (duplicates):   {gb / dup_path_s:6.2f} GB/s "
+              f"({peer_s / dup_path_s:.2f}x sha256sum)")
         print("load average (1, 5, 15 min): {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
 
 
