@@ -8,10 +8,12 @@ from dataclasses import dataclass
 import redis
 from django.conf import settings
 
-# KEYS: tenant bucket, key bucket. ARGV: per bucket (emission interval ms, burst tolerance ms), now ms.
-# Returns {allowed, remaining of the tighter bucket, retry_after ms, reset_after ms}.
+# KEYS: tenant bucket, key bucket. ARGV: per bucket (emission interval ms, burst tolerance ms).
+# The clock is Redis's own, read inside the script: a request delayed between two round trips is
+# never judged against a stale time. Returns {allowed, remaining, retry_after ms, reset_after ms}.
 GCRA_SCRIPT = """
-local now = tonumber(ARGV[5])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local results = {}
 local allowed = 1
 local retry_after = 0
@@ -72,11 +74,9 @@ def _bucket(per_minute: int, burst: int) -> tuple[float, float]:
 def check(*, tenant_key: str, key_key: str, tenant_rate: int, key_rate: int, burst: int) -> Decision:
     t_interval, t_tolerance = _bucket(tenant_rate, burst)
     k_interval, k_tolerance = _bucket(key_rate, burst)
-    now_ms = _client().time()
-    now = now_ms[0] * 1000 + now_ms[1] // 1000
     allowed, remaining, retry_ms, reset_ms = _script()(
         keys=[f"rl:t:{tenant_key}", f"rl:k:{key_key}"],
-        args=[t_interval, t_tolerance, k_interval, k_tolerance, now],
+        args=[t_interval, t_tolerance, k_interval, k_tolerance],
     )
     return Decision(
         allowed=bool(allowed),

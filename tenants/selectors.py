@@ -1,6 +1,8 @@
 """Reads about tenants and keys."""
 from __future__ import annotations
 
+import time
+
 from django.db.models import QuerySet
 
 from .models import ApiKey, Domain, Tenant
@@ -18,10 +20,28 @@ def api_keys_of(*, tenant: Tenant) -> QuerySet[ApiKey]:
     return ApiKey.objects.filter(tenant=tenant).order_by("-created_at", "-id")
 
 
+_HOST_TTL = 30.0
+_host_cache: dict[str, tuple[float, Tenant | None]] = {}
+
+
 def tenant_for_host(*, host: str) -> Tenant | None:
+    """The tenant a hostname names, cached per process for 30 s (cleared when a Domain or Tenant
+    is saved here; other processes see a change within the TTL)."""
     hostname = host.split(":")[0].lower()
+    now = time.monotonic()
+    hit = _host_cache.get(hostname)
+    if hit and now - hit[0] < _HOST_TTL:
+        return hit[1]
     domain = Domain.objects.select_related("tenant").filter(domain=hostname).first()
-    return domain.tenant if domain else None
+    tenant = domain.tenant if domain else None
+    if len(_host_cache) > 10_000:
+        _host_cache.clear()
+    _host_cache[hostname] = (now, tenant)
+    return tenant
+
+
+def forget_hosts(**_) -> None:
+    _host_cache.clear()
 
 
 def tenant_by_slug(*, slug: str) -> Tenant | None:

@@ -75,9 +75,10 @@ def api_key_create(
         raise ValidationFailed("expires_at must be in the future.")
     prefix = secrets.token_hex(4)
     raw = f"{KEY_PREFIX}{prefix}_{secrets.token_urlsafe(32)}"
-    key = ApiKey.objects.create(
-        tenant=tenant, name=name, prefix=prefix, hashed_key=hash_key(raw), scopes=scopes, expires_at=expires_at
-    )
+    with transaction.atomic():  # the key and its history row in one commit
+        key = ApiKey.objects.create(
+            tenant=tenant, name=name, prefix=prefix, hashed_key=hash_key(raw), scopes=scopes, expires_at=expires_at
+        )
     return key, raw
 
 

@@ -32,11 +32,32 @@ def test_it_is_ready_with_database_redis_worker_and_migrations(asgi_server, cele
     assert all(check["ok"] for check in body["checks"].values()), body
 
 
-def test_it_serves_tenants_through_the_asgi_server(asgi_server, alpha, beta):
-    for tenant in (alpha, beta):
-        status, headers, body = _get(f"{asgi_server}/api/tenant", {"Authorization": f"Bearer {tenant.keys['read']}"})
-        assert status == 200 and body["slug"] == tenant.slug
-        assert headers["x-correlation-id"]
+def _own_atom(tenant, tag: str) -> str:
+    from django.db import connection
+
+    from atoms.extract import Source
+    from atoms.services import atom_ingest
+
+    connection.set_tenant(tenant.tenant)
+    uri = f"{tenant.slug}-only-{tag}"
+    atom_ingest(tenant=tenant.tenant, source=Source.from_bytes(uri.encode(), "own.txt"), source_uri=uri)
+    connection.set_schema_to_public()
+    return uri
+
+
+def test_it_serves_tenants_through_the_asgi_server(asgi_server, alpha, beta, committed):
+    """Alternating tenants over the server's pooled connections: each request sees its own schema."""
+    tag = uuid.uuid4().hex[:8]
+    uris = {t.slug: _own_atom(t, tag) for t in (alpha, beta)}
+    for i in range(24):
+        tenant, other = ((alpha, beta), (beta, alpha))[i % 2]
+        auth = {"Authorization": f"Bearer {tenant.keys['read']}"}
+        status, headers, body = _get(f"{asgi_server}/api/tenant", auth)
+        assert status == 200 and body["slug"] == tenant.slug and headers["x-correlation-id"]
+        status, _, atoms = _get(f"{asgi_server}/api/atoms?source_uri_prefix={tenant.slug}-only-{tag}", auth)
+        assert [a["source_uri"] for a in atoms["results"]] == [uris[tenant.slug]]
+        status, _, theirs = _get(f"{asgi_server}/api/atoms?source_uri_prefix={other.slug}-only-{tag}", auth)
+        assert theirs["results"] == []
 
 
 def test_it_carries_the_correlation_id_into_celery_tasks(celery_worker):

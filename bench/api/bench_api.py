@@ -199,6 +199,8 @@ def _tree_cpu(pid: int | None) -> float:
         return total
     try:
         root = psutil.Process(pid)
+        t = root.cpu_times()  # children_*: descendants already exited and reaped (PostgreSQL backends)
+        total += t.children_user + t.children_system
         for p in [root, *root.children(recursive=True)]:
             try:
                 t = p.cpu_times()
@@ -219,8 +221,15 @@ class CpuMeter:
     """Splits the machine's busy CPU over a phase into: server (uvicorn), PostgreSQL + Redis, this
     load generator (incl. wrk), and *other* (processes that are not part of the benchmark)."""
 
-    def __init__(self, proc: subprocess.Popen, services: list[int | None]):
-        self.proc, self.services = proc, services
+    def __init__(self, proc: subprocess.Popen):
+        self.proc = proc
+
+    @staticmethod
+    def _services() -> tuple[int | None, ...]:
+        from hartonomous import stack
+
+        st = stack.read_state()  # re-read: someone may restart the shared stack mid-run
+        return st.get("postgres", {}).get("pid"), st.get("redis", {}).get("pid")
 
     def _snap(self):
         import psutil
@@ -229,18 +238,23 @@ class CpuMeter:
         busy = t.user + t.nice + t.system + getattr(t, "irq", 0) + getattr(t, "softirq", 0) + getattr(t, "steal", 0)
         me = psutil.Process().cpu_times()
         own = me.user + me.system + me.children_user + me.children_system
-        return (time.perf_counter(), busy, server_cpu_seconds(self.proc),
-                sum(_tree_cpu(p) for p in self.services), own)
+        services = self._services()
+        return services, (time.perf_counter(), busy, server_cpu_seconds(self.proc),
+                          sum(_tree_cpu(p) for p in services), own)
 
     def __enter__(self):
-        self.a = self._snap()
+        self.pids, self.a = self._snap()
         return self
 
     def __exit__(self, *exc):
-        b = self._snap()
+        pids, b = self._snap()
         wall, busy, server, services, own = (y - x for x, y in zip(self.a, b, strict=True))
         cores = os.cpu_count() or 1
         self.server = server
+        if pids != self.pids:  # PostgreSQL/Redis restarted by someone else during the phase
+            print(f"WARNING: the shared stack restarted during this phase ({self.pids} -> {pids})")
+            self.total = self.other_pct = None
+            return
         self.total = server + services + own
         self.other_pct = max(0.0, busy - server - services - own) / (wall * cores) * 100
         self.busy_pct = busy / (wall * cores) * 100
@@ -348,7 +362,7 @@ def run_open(base: str, sc: Scenario, key: str, rate_per_min: float, seconds: fl
     return Result(sc.name, "open", len(lat_ms), elapsed, percentile(lat_ms, 50), percentile(lat_ms, 95),
                   percentile(lat_ms, 99), lat_ms[-1] if lat_ms else float("nan"), statuses,
                   meter.server * 1000 / max(len(lat_ms), 1), other_pct=meter.other_pct,
-                  all_cpu_ms_per_req=meter.total * 1000 / max(len(lat_ms), 1))
+                  all_cpu_ms_per_req=meter.total * 1000 / max(len(lat_ms), 1) if meter.total else None)
 
 
 def run_wrk(base: str, sc: Scenario, key: str, seconds: float, connections: int, threads: int,
@@ -372,7 +386,7 @@ def run_wrk(base: str, sc: Scenario, key: str, seconds: float, connections: int,
     n = int(f["requests"])
     return Result(sc.name, "sat", n, f["duration_us"] / 1e6, f["p50"] / 1000, f["p95"] / 1000, f["p99"] / 1000,
                   f["max"] / 1000, non2xx, meter.server * 1000 / max(n, 1), other_pct=meter.other_pct,
-                  all_cpu_ms_per_req=meter.total * 1000 / max(n, 1),
+                  all_cpu_ms_per_req=meter.total * 1000 / max(n, 1) if meter.total else None,
                   note=f"wrk -t{threads} -c{connections}")
 
 
@@ -493,8 +507,10 @@ refuses with "too many clients" and requests fail with 500. See the findings bel
 
 Scenarios: `GET /api/tenant` (API key lookup, policy, Redis GCRA limiter, credit balance query);
 `POST /api/keys` with `{KEY_BODY}` (admin key; inserts a key row and its history row); the baseline
-`GET`/`POST /api/_bench/bare`, a DRF `APIView` with no authentication, throttle or database, mounted
-only with `HARTONOMOUS_BENCH_ENDPOINTS=1`. Every status is checked; the bench tenant's rate limits are
+`GET`/`POST /api/_bench/bare`, a DRF `APIView` with no authentication, throttle or database access of
+its own, mounted only with `HARTONOMOUS_BENCH_ENDPOINTS=1`; the project's middleware still runs on it,
+including `TenantResolutionMiddleware`'s host → Domain lookup (one query, hence one database connection,
+per request without a credential), so the baseline is "DRF + our middleware", not bare Django. Every status is checked; the bench tenant's rate limits are
 set to 10M req/min so the limiter runs its Redis script on every request but never refuses.
 
 Reference (FIELD_NOTES): DRF + Postgres under gunicorn, 2 workers: saturates ~680 req/s; p95 7.5 ms at
@@ -539,10 +555,7 @@ def main() -> int:
     proc = start_server(env, port, args.workers)
     print(f"uvicorn --workers {args.workers} on {base} (pgid {proc.pid}), DB_CONN_MAX_AGE={args.conn_max_age}"
           f"{', psycopg pool' if args.db_pool else ''}")
-    from hartonomous import stack
-
-    st = stack.read_state()
-    meter = CpuMeter(proc, [st.get("postgres", {}).get("pid"), st.get("redis", {}).get("pid")])
+    meter = CpuMeter(proc)
     results: dict[tuple[str, str], Result] = {}
     try:
         preflight(base, key)
