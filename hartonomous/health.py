@@ -43,8 +43,14 @@ def _check_migrations() -> str:
     return "ok"
 
 
+def _check_replica() -> str:
+    from provenance.replica import replica_health
+
+    return replica_health()
+
+
 CHECKS = {"database": _check_database, "redis": _check_redis, "celery": _check_celery,
-          "migrations": _check_migrations}
+          "migrations": _check_migrations, "replica": _check_replica}
 
 
 def ready(request):
