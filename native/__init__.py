@@ -4,13 +4,9 @@ No Django import anywhere in this package. `backend()` says which implementation
 HARTONOMOUS_NATIVE_BACKEND=auto|c|cupy|reference forces one.
 """
 from ._backend import backend, c_available, cupy_available
+from .modelmath import *  # noqa: F401,F403
+from .modelmath import __all__ as _model_all
 from .vector import *  # noqa: F401,F403
 from .vector import __all__ as _vector_all
-
-try:  # TODO(integration): the model-math half lands beside this one
-    from .modelmath import *  # noqa: F401,F403
-    from .modelmath import __all__ as _model_all
-except ModuleNotFoundError:
-    _model_all = []
 
 __all__ = ["backend", "c_available", "cupy_available", *_vector_all, *_model_all]

@@ -247,6 +247,49 @@ AVX2 static void dot4_q_avx2(int wt, const uint8_t *w, int64_t wrs, const uint8_
     for (int r = 0; r < 4; r++) out[r] = hsum8_avx(acc[r]) + summs[r];
 }
 
+/* dot4_q_avx2 for T activation rows: the four weight rows are unpacked once (integer and f16->f32
+ * conversions are exact, so every chain is still identical to dot_q_avx2) and reused for each row of x */
+#define MAXNB 64
+AVX2 static void dot4_q_multi_avx2(int wt, const uint8_t *w, int64_t wrs, const uint8_t *xq, int64_t ars, int64_t T,
+                                   int64_t nb, float *y, int64_t ystride) {
+    __m256i qx[4][MAXNB];
+    float dw[4][MAXNB], mw[4][MAXNB];
+    const int bs = block_size(wt), off = wt == T_Q4_1 ? 4 : 2;
+    for (int r = 0; r < 4; r++)
+        for (int64_t b = 0; b < nb; b++) {
+            const uint8_t *wb = w + r * wrs + b * bs;
+            dw[r][b] = f16c(wb);
+            mw[r][b] = wt == T_Q4_1 ? f16c(wb + 2) : 0.0f;
+            if (wt == T_Q8_0) qx[r][b] = _mm256_loadu_si256((const __m256i *)(wb + 2));
+            else if (wt == T_Q4_0) qx[r][b] = _mm256_sub_epi8(nibbles32(wb + off), _mm256_set1_epi8(8));
+            else qx[r][b] = nibbles32(wb + off);
+        }
+    for (int64_t t = 0; t < T; t++) {
+        const uint8_t *a = xq + t * ars;
+        __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+        float summs[4] = {0, 0, 0, 0};
+        if (wt == T_Q4_1) {
+            for (int64_t b = 0; b < nb; b++, a += 36) {
+                const float da = f16c(a), sa = f16c(a + 2);
+                const __m256 dav = _mm256_set1_ps(da);
+                const __m256i qy = _mm256_loadu_si256((const __m256i *)(a + 4));
+                for (int r = 0; r < 4; r++) {
+                    summs[r] = fmaf(mw[r][b], sa, summs[r]);
+                    acc[r] = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(dw[r][b]), dav), sum_us8_pairs(qx[r][b], qy), acc[r]);
+                }
+            }
+        } else {
+            for (int64_t b = 0; b < nb; b++, a += 34) {
+                const float da = f16c(a);
+                const __m256i qy = _mm256_loadu_si256((const __m256i *)(a + 2));
+                for (int r = 0; r < 4; r++)
+                    acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(dw[r][b] * da), sum_i8_pairs(qx[r][b], qy), acc[r]);
+            }
+        }
+        for (int r = 0; r < 4; r++) y[t * ystride + r] = hsum8_avx(acc[r]) + summs[r];
+    }
+}
+
 AVX2 static float dot_f32_avx2(const float *a, const float *b, int64_t n) {
     __m256 acc = _mm256_setzero_ps();
     int64_t i = 0;
@@ -345,6 +388,11 @@ static void multi_matmul(const qmat *ms, int nm, float **ys, const float *x, con
             if (xq && use_avx2 && r % 4 == 0 && r + 4 <= starts[m + 1] && r - starts[m] + 4 <= W->rows) {
                 const int64_t ars = row_size(act_type(W->qtype), cols);
                 float o4[4];
+                if (T > 1 && cols / QK <= MAXNB) {
+                    dot4_q_multi_avx2(W->qtype, wrow, row_size(W->qtype, cols), xq, ars, T, cols / QK, ys[m] + i, W->rows);
+                    r += 3;
+                    continue;
+                }
                 for (int64_t t = 0; t < T; t++) {
                     dot4_q_avx2(W->qtype, wrow, row_size(W->qtype, cols), xq + t * ars, cols / QK, o4);
                     for (int k = 0; k < 4; k++) ys[m][t * W->rows + i + k] = o4[k];
@@ -545,6 +593,35 @@ AVX2 static __m256 ggml_expf8(__m256 x) {
     return res;
 }
 
+/* scores[j] = (k_j . q16) * scale for j < n, hd == 64, q held in registers; lanes 64 = ggml_vec_dot_f16
+ * (products, then the halving tree), lanes 16 = tinyBLAS (16-lane fma chain over 4 steps, then the tree) */
+AVX2 static void kq_scores64_avx2(const uint16_t *k, int64_t kstride, const float *q16, int64_t n, int lanes,
+                                  float scale, float *scores) {
+    __m256 q[8];
+    for (int r = 0; r < 8; r++) q[r] = _mm256_loadu_ps(q16 + 8 * r);
+    for (int64_t j = 0; j < n; j++) {
+        const uint16_t *kj = k + j * kstride;
+        __m256 x[8];
+        for (int r = 0; r < 8; r++) x[r] = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(kj + 8 * r)));
+        __m256 a0, a1;
+        if (lanes == 64) {
+            __m256 p[8];
+            for (int r = 0; r < 8; r++) p[r] = _mm256_mul_ps(x[r], q[r]);
+            for (int r = 0; r < 4; r++) p[r] = _mm256_add_ps(p[r], p[r + 4]);
+            a0 = _mm256_add_ps(p[0], p[2]);
+            a1 = _mm256_add_ps(p[1], p[3]);
+        } else {
+            a0 = _mm256_mul_ps(x[0], q[0]);
+            a1 = _mm256_mul_ps(x[1], q[1]);
+            for (int st = 1; st < 4; st++) {
+                a0 = _mm256_fmadd_ps(x[2 * st], q[2 * st], a0);
+                a1 = _mm256_fmadd_ps(x[2 * st + 1], q[2 * st + 1], a1);
+            }
+        }
+        scores[j] = hsum8_avx(_mm256_add_ps(a0, a1)) * scale;
+    }
+}
+
 AVX2 static void ggml_softmax_avx2(float *x, int64_t n, int64_t n_kv) {
     float mx = -INFINITY;
     for (int64_t j = 0; j < n; j++) mx = x[j] > mx ? x[j] : mx;
@@ -610,6 +687,10 @@ static void attend_head_ggml(const float *q, const uint16_t *k, int64_t kstride,
     for (int64_t i = 0; i < hd; i++) q16[i] = f16f(f32_to_f16(q[i]));
     const float scale = 1.0f / sqrtf((float)hd);
     const int kq_lanes = batched && hd % 16 == 0 ? 16 : 64;
+#ifdef HAVE_X86
+    if (use_avx2 && hd == 64) kq_scores64_avx2(k, kstride, q16, n, kq_lanes, scale, probs);
+    else
+#endif
     for (int64_t j = 0; j < n; j++) probs[j] = dot_emul(k + j * kstride, q16, hd, hd, kq_lanes) * scale;
     ggml_softmax(probs, n, n_kv);
     for (int64_t j = 0; j < n; j++) work[j] = f16f(f32_to_f16(probs[j]));

@@ -9,8 +9,16 @@ import numpy as np
 import pytest
 
 from inference.runtime import (
-    DictTensorSource, GGUFFile, GGUFTokenizer, Llama, Sampler, SamplingParams, fetch_carrier, find_file,
-    find_stop, generate,
+    DictTensorSource,
+    GGUFFile,
+    GGUFTokenizer,
+    Llama,
+    Sampler,
+    SamplingParams,
+    fetch_carrier,
+    find_file,
+    find_stop,
+    generate,
 )
 
 PROMPTS = ["The capital of France is", "def fibonacci(n):", "Once upon a time, in a small village,"]
@@ -240,3 +248,22 @@ def test_it_generates_chat_text_and_stops(model, tok):
     stopped = list(generate(model, tok, prompt, SamplingParams(max_tokens=40, stop=(first_word,))))
     assert stopped[-1].finish_reason == "stop" and "".join(s.text for s in stopped) == text[:text.index(first_word)]
     assert len(list(generate(model, tok, prompt, SamplingParams(max_tokens=3)))) == 3
+
+
+def test_scalar_and_avx2_stacks_agree_bit_for_bit(gguf):
+    from native import _quant
+
+    if _quant.simd() != "avx2":
+        pytest.skip("CPU without AVX2: only the scalar path exists")
+    full = Llama.from_gguf(gguf, n_ctx=16)
+    model = Llama(gguf.tensors, dataclasses.replace(full.config, n_layer=4), n_ctx=16)  # the scalar path is slow
+    prompt = [504, 3575, 282, 4649, 314]
+    fast_cache, slow_cache = model.new_cache(), model.new_cache()
+    fast = [model.forward(prompt, fast_cache).logits, model.forward([7042], fast_cache).logits]
+    _quant.set_simd(False)
+    try:
+        slow = [model.forward(prompt, slow_cache).logits, model.forward([7042], slow_cache).logits]
+    finally:
+        _quant.set_simd(True)
+    for a, b in zip(fast, slow, strict=True):
+        np.testing.assert_array_equal(a, b)
