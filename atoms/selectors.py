@@ -112,7 +112,7 @@ def vector_candidates(*, vector: np.ndarray, model: str, k: int, filters: AtomFi
         ORDER BY dist"""
     literal = _vec(vector)
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute("SET LOCAL hnsw.ef_search = %s" % int(ef))
+        cursor.execute(f"SET LOCAL hnsw.ef_search = {int(ef)}")
         cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
         cursor.execute(sql, [literal, model, *params, *region_params, literal, k])
         return [(row[0], float(row[1])) for row in cursor.fetchall()]

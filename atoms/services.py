@@ -259,6 +259,9 @@ def _after_ingest(tenant, result: IngestResult) -> None:
     transaction.on_commit(lambda: signals.atoms_ingested.send(
         sender=Atom, tenant=tenant, root=result.root, new_ids=ids, source_kind=result.root.source_kind,
         source_uri=result.root.source_uri))
+    if result.root.modality == "model":  # handed to the model layer, which makes tensor atoms
+        transaction.on_commit(lambda: signals.model_file_ingested.send(
+            sender=Atom, tenant=tenant, schema=schema, atom=result.root))
 
 
 def _enqueue_embedding(schema: str, atom_ids: list[int]) -> None:
@@ -348,8 +351,8 @@ def near_duplicates_link(*, atom_ids: list[int], model: str, threshold: float | 
 # ---------------------------------------------------------------- blob garbage collection
 def blob_references() -> dict[str, int]:
     """Reference count of every blob digest, over every tenant schema (the blob store is shared)."""
-    from django_tenants.utils import get_public_schema_name, get_tenant_model, schema_context
     from django.db.models import Count
+    from django_tenants.utils import get_public_schema_name, get_tenant_model, schema_context
 
     counts: dict[str, int] = {}
     schemas = get_tenant_model().objects.exclude(schema_name=get_public_schema_name()).values_list(

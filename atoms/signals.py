@@ -10,3 +10,7 @@ from django.dispatch import Signal
 atoms_ingested = Signal()
 atom_deleted = Signal()
 atoms_embedded = Signal()
+
+# model_file_ingested(sender, tenant, schema, atom): a model file (GGUF, safetensors) was stored as an
+# atom; the model layer (inference) turns it into tensor atoms and a Model row.
+model_file_ingested = Signal()
