@@ -28,7 +28,8 @@ STAGE_SQL = """CREATE TEMP TABLE atoms_stage (
 INSERT_SQL = f"""
 WITH new AS (
   INSERT INTO atoms_atom ({", ".join(ATOM_COLUMNS)})
-  SELECT {", ".join(ATOM_COLUMNS)} FROM atoms_stage
+  SELECT {", ".join(f"s.{c}" for c in ATOM_COLUMNS)} FROM atoms_stage s
+  WHERE NOT EXISTS (SELECT 1 FROM atoms_atom a WHERE a.sha256 = s.sha256)  -- known bytes skip all work
   ON CONFLICT (sha256) DO NOTHING
   RETURNING id, sha256, modality, mime, size, in_blob, metadata, source_kind, source_uri, created_at
 ), hist AS (

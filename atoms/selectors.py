@@ -122,7 +122,7 @@ def nearest_by_vector(*, vector: np.ndarray, model: str, k: int) -> list[tuple[i
     return vector_candidates(vector=vector, model=model, k=k, filters=AtomFilters())
 
 
-def or_tsquery(text: str) -> str:
+def or_tsquery(text: str) -> str:  # ranked by ts_rank with length normalisation 1 (1 + log length)
     """Any of the query's words (ranked by how many match), like a bag-of-words retriever; the
     words are reduced to [A-Za-z0-9_] so the query syntax cannot be injected."""
     words = sorted(set(re.findall(r"\w+", text.lower())))[:64]
@@ -135,7 +135,7 @@ def fulltext_candidates(*, query: str, k: int, filters: AtomFilters) -> list[tup
         return []
     where, params = filters.sql("a")
     sql = f"""
-        SELECT a.id, ts_rank_cd(a.search_vector, q) AS rank
+        SELECT a.id, ts_rank(a.search_vector, q, 1) AS rank
         FROM atoms_atom a, to_tsquery('english', %s) q
         WHERE a.search_vector @@ q AND {where}
         ORDER BY rank DESC, a.id LIMIT %s"""

@@ -104,6 +104,7 @@ TENANT_MODEL = "tenants.Tenant"
 TENANT_DOMAIN_MODEL = "tenants.Domain"
 PUBLIC_SCHEMA_NAME = "public"
 SHOW_PUBLIC_IF_NO_TENANT_FOUND = True
+TENANT_LIMIT_SET_CALLS = True  # SET search_path only when the schema changes (reset on close: pool-safe)
 
 MIDDLEWARE = [
     "hartonomous.correlation.CorrelationIdMiddleware",

@@ -22,10 +22,26 @@ def _attrs(**extra) -> dict:
     return {k: v for k, v in {**extra, "correlation_id": cid}.items() if v not in (None, "")}
 
 
+INLINE_LIMIT = 200  # bigger ingests are recorded by a task, so bulk ingest speed does not pay for it
+
+
 def on_atoms_ingested(sender, tenant=None, root=None, new_ids=(), source_kind="", source_uri="", **kwargs) -> None:
     new_ids = [int(i) for i in (new_ids or [])]
     if tenant is None or (not new_ids and root is None):
         return
+    if len(new_ids) > INLINE_LIMIT:
+        from .tasks import record_ingest_task
+
+        try:
+            record_ingest_task.delay(tenant.schema_name, root.pk if root is not None else None, new_ids,
+                                     source_kind, source_uri)
+            return
+        except Exception:  # broker down: record inline rather than lose the activity
+            log.warning("provenance: ingest recording not queued; recording inline")
+    record_ingest(tenant=tenant, root=root, new_ids=new_ids, source_kind=source_kind, source_uri=source_uri)
+
+
+def record_ingest(*, tenant, root, new_ids: list[int], source_kind: str, source_uri: str) -> None:
     try:
         with schema_context(tenant.schema_name):
             if root is not None:

@@ -18,3 +18,21 @@ def replicate_all_task() -> int:
     for schema in schemas:
         replicate_task.delay(schema)
     return len(schemas)
+
+
+@shared_task(name="provenance.record_ingest", acks_late=True)
+def record_ingest_task(schema: str, root_id: int | None, new_ids: list[int], source_kind: str,
+                       source_uri: str) -> int:
+    """A large ingest's provenance, recorded off the ingest's critical path."""
+    from django_tenants.utils import schema_context
+
+    from atoms.models import Atom
+    from tenants.models import Tenant
+
+    from .receivers import record_ingest
+
+    tenant = Tenant.objects.get(schema_name=schema)
+    with schema_context(schema):
+        root = Atom.objects.filter(pk=root_id).first() if root_id else None
+    record_ingest(tenant=tenant, root=root, new_ids=new_ids, source_kind=source_kind, source_uri=source_uri)
+    return len(new_ids)

@@ -46,13 +46,14 @@ def test_it_requires_the_scope(endpoint, alpha, api):
 @pytest.mark.parametrize("endpoint", [e for e in ENDPOINTS if e.make], ids=[e.name for e in ENDPOINTS if e.make])
 def test_it_shows_a_foreign_tenant_nothing(endpoint, alpha, beta, api):
     params = endpoint.make(alpha)
-    response = _call(api(beta.keys["all"]), endpoint, params)
+    body = endpoint.body(alpha) if endpoint.body else None
+    response = _call(api(beta.keys["all"]), endpoint, params, body)
     if endpoint.list_ids:
         assert response.status_code == 200
         assert params["id"] not in endpoint.list_ids(response.json())
     else:
         assert_error_shape(response, 404)
-    owner_view = _call(api(alpha.keys["all"]), endpoint, params)
+    owner_view = _call(api(alpha.keys["all"]), endpoint, params, body)
     assert owner_view.status_code == endpoint.ok_status  # and it was still there for its owner
 
 

@@ -191,3 +191,16 @@ def test_it_keeps_tenants_apart(alpha, beta):
         node_get(key=f"atom:{chain[0].ref}")
     beta_node = ProvNode.objects.create(kind="atom", ref=chain[0].ref)
     assert [n.pk for n in lineage(node=beta_node, depth=5, direction="both").nodes] == [beta_node.pk]
+
+
+def test_it_records_a_large_bulk_ingest_through_its_task(alpha):
+    from atoms.bulk import atom_ingest_texts
+    from provenance.receivers import INLINE_LIMIT
+    from provenance.tasks import record_ingest_task
+
+    connection.set_tenant(alpha.tenant)
+    tag = uuid.uuid4().hex
+    ids = atom_ingest_texts(tenant=alpha.tenant, texts=[f"bulk {i} {tag}" for i in range(INLINE_LIMIT + 50)]).new_ids
+    assert record_ingest_task.apply(args=(alpha.slug, None, ids, "stream", "bench")).get() == len(ids)
+    connection.set_tenant(alpha.tenant)
+    assert ProvNode.objects.filter(kind="atom", ref__in=[str(i) for i in ids]).count() == len(ids)

@@ -1,0 +1,290 @@
+"""Relevance benchmark on a real documentation corpus: our search modes vs BM25 (bm25s), same run.
+
+Corpus: the PostgreSQL 15 HTML documentation from the Debian package `postgresql-doc-15`
+(/usr/share/doc/postgresql-doc-15/html). Each page is split at its section headings (h1-h4
+class="title"); a section's text is its heading + body (navigation and tables of contents left out).
+A deterministic sample of sections (default 300, body >= 100 characters) is ingested through the
+normal bulk path (`atoms.bulk.atom_ingest_texts`, modality "document") and embedded with
+`atoms.services.embed_atoms` (all-MiniLM-L6-v2).
+
+Known-item queries: for a sample of the sections, query = the section heading followed by its page
+title (section numbers stripped; never text from the body), relevant = that section (sections whose
+query is not unique are not used as queries). Measured, all on the same corpus and queries:
+recall@10 (the section in the top 10) and MRR@10 of
+
+* BM25 alone: bm25s (k1 1.5, b 0.75, English stop words, Snowball English stemmer via PyStemmer),
+* dense alone: `atom_search` with weights {"vector": 1},
+* full text alone (weights {"fulltext": 1}) and trigram alone (weights {"trigram": 1}),
+* our hybrid with the default weights, and a few other weightings,
+* a reference fusion outside the product: RRF (k=60) of the BM25 list and our dense list.
+
+The query embedding is computed once per query (MiniLM, the same provider) and passed to every mode.
+
+    .venv/bin/python bench/atoms/bench_relevance.py             # 300 sections, 200 queries
+    .venv/bin/python bench/atoms/bench_relevance.py --quick     # 30 sections, 20 queries
+
+Needs `apt-get install postgresql-doc-15` and `pip install bm25s PyStemmer` (dev dependencies).
+Writes only to its own database `bench_atoms_relevance` (dropped and recreated) and Redis db 9 (its Celery keys deleted).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import random
+import re
+import sys
+import time
+import traceback
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _setup  # noqa: E402
+
+DOCS = Path("/usr/share/doc/postgresql-doc-15/html")
+K = 10
+ADMONITIONS = {"Note", "Tip", "Warning", "Caution", "Important"}
+SKIP_DIV_CLASSES = {"navheader", "navfooter", "toc", "titlepage-nav"}
+NUMBER = re.compile(r"^\s*(?:[A-Z]\.)?[\d.]+\s+|^\s*(?:Chapter|Part|Appendix)\s+[\dA-Z.]+\.?\s+", re.I)
+WEIGHTINGS = {
+    "hybrid (default: vector 1, fulltext 1, trigram 0.5)": None,
+    "vector 1 + fulltext 1 (no trigram)": {"vector": 1, "fulltext": 1, "trigram": 0},
+    "vector 1 + fulltext 1 + trigram 1": {"vector": 1, "fulltext": 1, "trigram": 1},
+    "vector 1 + fulltext 0.5": {"vector": 1, "fulltext": 0.5, "trigram": 0},
+    "vector 0.5 + fulltext 1": {"vector": 0.5, "fulltext": 1, "trigram": 0},
+    "vector 1 + trigram 1": {"vector": 1, "fulltext": 0, "trigram": 1},
+}
+SINGLE = {
+    "dense alone (vector 1)": {"vector": 1, "fulltext": 0, "trigram": 0},
+    "full text alone (fulltext 1)": {"vector": 0, "fulltext": 1, "trigram": 0},
+    "trigram alone (trigram 1)": {"vector": 0, "fulltext": 0, "trigram": 1},
+}
+
+
+class SectionParser(HTMLParser):
+    """Splits one DocBook HTML page into (heading, body) sections; the <title> is the page title."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.title, self.sections = "", []
+        self._in_title = self._in_heading = False
+        self._skip_depth = 0  # > 0 while inside a skipped div (counts nested divs)
+        self._heading, self._body = "", []
+
+    def handle_starttag(self, tag, attrs):
+        cls = dict(attrs).get("class") or ""
+        if tag == "div":
+            if self._skip_depth:
+                self._skip_depth += 1
+            elif set(cls.split()) & SKIP_DIV_CLASSES:
+                self._skip_depth = 1
+        elif tag == "title":
+            self._in_title = True
+        elif tag in ("h1", "h2", "h3", "h4") and "title" in cls.split() and not self._skip_depth:
+            self._flush()
+            self._in_heading = True
+
+    def handle_endtag(self, tag):
+        if tag == "div" and self._skip_depth:
+            self._skip_depth -= 1
+        elif tag == "title":
+            self._in_title = False
+        elif tag in ("h1", "h2", "h3", "h4") and self._in_heading:
+            self._in_heading = False
+            if self._heading.strip() in ADMONITIONS and self.sections:  # a Note/Tip box, not a section
+                word = self._heading.strip()
+                self._heading, body = self.sections.pop()
+                self._body = [body, word]
+
+    def handle_data(self, data):
+        if self._in_title:
+            self.title += data
+        elif self._skip_depth:
+            return
+        elif self._in_heading:
+            self._heading += data
+        elif self._heading:
+            self._body.append(data)
+
+    def _flush(self):
+        if self._heading:
+            self.sections.append((" ".join(self._heading.split()), " ".join(" ".join(self._body).split())))
+        self._heading, self._body = "", []
+
+    def close(self):
+        super().close()
+        self._flush()
+
+
+def strip_number(heading: str) -> str:
+    return NUMBER.sub("", heading).strip()
+
+
+def load_sections(min_body: int = 100) -> list[dict]:
+    """Every section of the documentation: heading, page title, text (heading + body), query."""
+    out = []
+    for path in sorted(DOCS.glob("*.html")):
+        p = SectionParser()
+        p.feed(path.read_text(encoding="utf-8", errors="replace"))
+        p.close()
+        title = strip_number(" ".join(p.title.split()))
+        for heading, body in p.sections:
+            if len(body) < min_body or heading in ADMONITIONS:
+                continue
+            h = strip_number(heading)
+            query = h if h.lower() == title.lower() else f"{h} {title}"
+            out.append({"page": path.name, "heading": heading, "title": title, "query": query,
+                        "text": f"{heading}\n{body}"})
+    return out
+
+
+# ------------------------------------------------------------------ metrics
+def score(ranked: list[int], relevant: int) -> tuple[float, float]:
+    """(hit@10, reciprocal rank@10) for one query with one relevant item."""
+    for rank, item in enumerate(ranked[:K], start=1):
+        if item == relevant:
+            return 1.0, 1.0 / rank
+    return 0.0, 0.0
+
+
+def rrf(lists: list[list[int]], k: int = 60) -> list[int]:
+    fused: dict[int, float] = {}
+    for ranked in lists:
+        for rank, item in enumerate(ranked, start=1):
+            fused[item] = fused.get(item, 0.0) + 1.0 / (k + rank)
+    return [i for i, _ in sorted(fused.items(), key=lambda kv: (-kv[1], kv[0]))]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="30 sections, 20 queries (embedding dominates)")
+    ap.add_argument("--sections", type=int, default=None, help="corpus size in sections (default 300)")
+    ap.add_argument("--queries", type=int, default=None, help="known-item queries (default 200)")
+    ap.add_argument("--seed", type=int, default=15)
+    args = ap.parse_args()
+    n_sections = args.sections or (30 if args.quick else 300)
+    n_queries = args.queries or (20 if args.quick else 200)
+    if not DOCS.is_dir():
+        print(f"{DOCS} not found: apt-get install -y postgresql-doc-15")
+        return 2
+    import bm25s
+    import Stemmer
+
+    everything = load_sections()
+    rng = random.Random(args.seed)
+    corpus = rng.sample(everything, min(n_sections, len(everything)))
+    seen_sha, unique = set(), []
+    for s in corpus:  # identical texts would be one atom: keep the first
+        sha = hashlib.sha256(s["text"].encode()).hexdigest()
+        if sha not in seen_sha:
+            seen_sha.add(sha)
+            unique.append(s)
+    corpus = unique
+    counts: dict[str, int] = {}
+    for s in corpus:
+        counts[s["query"].lower()] = counts.get(s["query"].lower(), 0) + 1
+    candidates = [i for i, s in enumerate(corpus) if counts[s["query"].lower()] == 1]
+    query_idx = sorted(rng.sample(candidates, min(n_queries, len(candidates))))
+    print(f"corpus: {len(everything):,} sections in {len(set(s['page'] for s in everything)):,} pages; "
+          f"sampled {len(corpus):,} sections, {len(query_idx):,} known-item queries", flush=True)
+
+    env = _setup.bench_env("bench_atoms_relevance")
+    _setup.prepare(env)
+    tenant = _setup.django_init(env)
+    from atoms.bulk import atom_ingest_texts
+    from atoms.embedding import text_provider
+    from atoms.models import Atom
+    from atoms.search import SearchQuery, atom_search
+    from atoms.services import embed_atoms
+
+    t0 = time.perf_counter()
+    atom_ingest_texts(tenant=tenant, texts=[s["text"] for s in corpus], modality="document",
+                      source_uri="bench://postgresql-doc-15")
+    sha_to_id = dict(Atom.objects.values_list("sha256", "id"))
+    atom_ids = [sha_to_id[hashlib.sha256(s["text"].encode()).hexdigest()] for s in corpus]
+    t_ingest = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    embedded = embed_atoms(atom_ids=atom_ids)
+    t_embed = time.perf_counter() - t0
+    print(f"ingest {t_ingest:.1f} s, embed {embedded:,} sections {t_embed:.1f} s", flush=True)
+
+    stemmer = Stemmer.Stemmer("english")
+    t0 = time.perf_counter()
+    retriever = bm25s.BM25(k1=1.5, b=0.75)
+    retriever.index(bm25s.tokenize([s["text"] for s in corpus], stopwords="en", stemmer=stemmer,
+                                   show_progress=False), show_progress=False)
+    t_bm25_index = time.perf_counter() - t0
+
+    queries = [corpus[i]["query"] for i in query_idx]
+    relevant = [atom_ids[i] for i in query_idx]
+    provider = text_provider()
+    t0 = time.perf_counter()
+    qvecs = provider.embed_texts(queries)  # (Q, 384) float32
+    t_qembed = (time.perf_counter() - t0) / len(queries)
+
+    results: dict[str, list[list[int]]] = {}
+    timing: dict[str, float] = {}
+    t0 = time.perf_counter()
+    docs, _ = retriever.retrieve(bm25s.tokenize(queries, stopwords="en", stemmer=stemmer, show_progress=False),
+                                 k=min(40, len(corpus)), show_progress=False)
+    timing["BM25 alone (bm25s)"] = (time.perf_counter() - t0) / len(queries)
+    results["BM25 alone (bm25s)"] = [[atom_ids[j] for j in row] for row in np.asarray(docs)]
+
+    modes = {**SINGLE, **WEIGHTINGS}
+    for name, weights in modes.items():
+        ranked = []
+        t0 = time.perf_counter()
+        try:
+            for q, v in zip(queries, qvecs, strict=True):
+                sq = SearchQuery(text=q, vector=v, k=K if name not in SINGLE else 40)
+                if weights is not None:
+                    sq.weights = dict(weights)
+                ranked.append([h.atom.pk for h in atom_search(sq)])
+        except Exception:  # noqa: BLE001 - report the mode as failed, keep the others
+            traceback.print_exc()
+            continue
+        timing[name] = (time.perf_counter() - t0) / len(queries)
+        results[name] = ranked
+        hits = sum(score(r, rel)[0] for r, rel in zip(ranked, relevant, strict=True))
+        print(f"  {name}: recall@10 {hits / len(queries):.3f} ({timing[name] * 1000:.1f} ms/query)", flush=True)
+    bm25_dense = "reference: RRF(BM25, dense), outside the product"
+    if "dense alone (vector 1)" in results:
+        results[bm25_dense] = [rrf([b[:40], d[:40]]) for b, d in
+                               zip(results["BM25 alone (bm25s)"], results["dense alone (vector 1)"], strict=True)]
+        timing[bm25_dense] = float("nan")
+    _setup.flush_redis(env)
+
+    table = {}
+    for name, ranked in results.items():
+        s = np.array([score(r, rel) for r, rel in zip(ranked, relevant, strict=True)])
+        table[name] = (s[:, 0].mean(), s[:, 1].mean())
+    best_peer = max(table["BM25 alone (bm25s)"][0], table.get("dense alone (vector 1)", (0.0, 0.0))[0])
+    bm25_r = table["BM25 alone (bm25s)"][0]
+    rows = []
+    for name, (rec, mrr) in table.items():
+        ms = timing[name] * 1000
+        rows.append([name, f"{rec:.3f}", f"{mrr:.3f}", f"{rec / bm25_r:.2f}" if bm25_r else "-",
+                     f"{(rec - best_peer) * 100:+.1f}", "-" if ms != ms else f"{ms:.1f}"])
+    hybrid = table.get("hybrid (default: vector 1, fulltext 1, trigram 0.5)", (float("nan"), 0.0))[0]
+    print()
+    print(f"Machine: {_setup.machine()}")
+    print(f"Corpus: PostgreSQL 15 documentation (Debian postgresql-doc-15), {len(corpus):,} sections sampled "
+          f"(seed {args.seed}) of {len(everything):,}; {len(queries):,} known-item queries "
+          f"(heading + page title). Ingest {t_ingest:.1f} s; MiniLM embedding {t_embed:.1f} s "
+          f"({len(corpus) / t_embed:.1f} sections/s); BM25 index {t_bm25_index:.2f} s; "
+          f"query embedding {t_qembed * 1000:.1f} ms/query (not included in the ms/query column).\n")
+    print(_setup.table(["mode", "recall@10", "MRR@10", "recall ÷ BM25", "recall points vs best of BM25/dense",
+                        "ms/query"], rows))
+    verdict = "met" if hybrid >= best_peer + 0.05 else "MISSED"
+    print(f"\nAim: hybrid recall@10 >= best of BM25/dense + 5 points ({best_peer + 0.05:.3f}): "
+          f"{hybrid:.3f} → {verdict}")
+    print("\nExamples (query → relevant heading):")
+    for i in query_idx[:5]:
+        print(f"  {corpus[i]['query']!r} → {corpus[i]['heading']!r} ({corpus[i]['page']})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
