@@ -256,7 +256,9 @@ def _hypothesize(tenant, run, started):
 
     signals = {s.kind: {"available": s.available, "value": s.value, "details": s.details, "id": s.pk}
                for s in run.signals.all()}
-    candidates = signals_analyze.candidates_from(signals)
+    # An operator's explicit plan is run as given (the signals are still recorded); otherwise the
+    # candidates come from the signals.
+    candidates = [] if run.requested_actions else signals_analyze.candidates_from(signals)
     for requested in run.requested_actions:
         # an operator may not lower an executor's risk below its floor (that would skip approval)
         candidates.append({**requested, "signal": None, "risk": _base_risk(requested["executor"])})
