@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from billing.services import record_usage
 from hartonomous.errors import NotFound, TooLarge, Unprocessable, ValidationFailed
+from hartonomous.jsonsafe import json_safe
 
 from . import signals
 from .blobstore import BlobStoreError
@@ -93,22 +94,10 @@ def _atom_fields(part: Part, source_kind: str, source_uri: str) -> dict:
     if part.position is not None:
         metadata.setdefault("position", part.position)
     return {
-        "modality": part.modality, "mime": part.mime[:100], "metadata": _json_safe(metadata),
+        "modality": part.modality, "mime": part.mime[:100], "metadata": json_safe(metadata),
         "source_kind": source_kind, "source_uri": source_uri[:2000],
         "time_start": part.time_start, "time_end": part.time_end, "text": _text_of(part),
     }
-
-
-def _json_safe(value):
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    if isinstance(value, bytes):
-        return value.hex()
-    return value
 
 
 def _save_feature_embedding(atom: Atom, part: Part) -> None:
@@ -203,10 +192,10 @@ def atom_ingest(*, tenant, source: Source, source_kind: str = "upload", source_u
     try:
         result = _ingest_new(tenant, source, ref, source_kind, source_uri, metadata or {}, created_blobs)
     except ExtractionError as exc:
-        _discard_blobs(created_blobs)
-        raise Unprocessable(exc.message, code=exc.code, details=_json_safe(exc.details)) from exc
+        blobs_discard_unreferenced(created_blobs)
+        raise Unprocessable(exc.message, code=exc.code, details=json_safe(exc.details)) from exc
     except BaseException:
-        _discard_blobs(created_blobs)
+        blobs_discard_unreferenced(created_blobs)
         raise
     _after_ingest(tenant, result)
     return result
@@ -218,7 +207,7 @@ def _ingest_new(tenant, source: Source, ref, source_kind: str, source_uri: str, 
     with transaction.atomic():
         root_part = next(parts)
         fields = _atom_fields(root_part, source_kind, source_uri or source.name)
-        fields["metadata"] = {**fields["metadata"], **_json_safe(metadata), "name": source.name}
+        fields["metadata"] = {**fields["metadata"], **json_safe(metadata), "name": source.name}
         inline = None
         if ref.size <= INLINE_LIMIT:
             with blobstore().open(ref.sha256) as f:
@@ -235,12 +224,12 @@ def _ingest_new(tenant, source: Source, ref, source_kind: str, source_uri: str, 
 
 def _discard_blob(sha: str, created: bool) -> None:
     if created:
-        _discard_blobs([sha])
+        blobs_discard_unreferenced([sha])
 
 
-def _discard_blobs(digests: list[str]) -> None:
-    """Remove blobs this call created when no atom of this tenant refers to them."""
-    for sha in digests:
+def blobs_discard_unreferenced(digests) -> None:
+    """Remove blobs a failed write created, unless an atom of this tenant refers to them."""
+    for sha in set(digests):
         if Atom.objects.filter(sha256=sha).exists():
             continue
         try:

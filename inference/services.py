@@ -24,10 +24,11 @@ from typing import Any, BinaryIO
 import numpy as np
 from django.db import IntegrityError, transaction
 
-from atoms.blobstore import BlobStoreError
 from atoms.models import Atom
+from atoms.services import blobs_discard_unreferenced
 from atoms.storage import blobstore
 from hartonomous.errors import Conflict, NotFound, Unprocessable, ValidationFailed
+from hartonomous.jsonsafe import json_safe
 
 from .models import (
     CHUNK_BYTES,
@@ -354,28 +355,6 @@ class _Stored:
         return sum(self.sizes[s] for s in set(self.created))
 
 
-def _discard_blobs(digests: list[str]) -> None:
-    for sha in set(digests):
-        if Atom.objects.filter(sha256=sha).exists():
-            continue
-        try:
-            blobstore().delete(sha)
-        except BlobStoreError:
-            log.warning("could not remove orphan blob %s; GC will", sha)
-
-
-def _json_safe(value):
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float) and value != value:
-        return None
-    if isinstance(value, bytes):
-        return value.hex()
-    return value
-
-
 @dataclass
 class IngestResult:
     model: Model
@@ -401,7 +380,7 @@ def model_ingest(*, tenant, path: str | Path, name: str | None = None,
                 chunk_digests.append(digests)
                 if progress is not None:
                     progress(t.nbytes)
-        manifest = {"format": file.format, "architecture": file.architecture, "metadata": _json_safe(file.metadata),
+        manifest = {"format": file.format, "architecture": file.architecture, "metadata": json_safe(file.metadata),
                     "tensors": [{"name": t.name, "qtype": t.qtype, "shape": list(t.shape), "nbytes": t.nbytes,
                                  "chunks": d} for t, d in zip(file.tensors, chunk_digests, strict=True)]}
         root_sha = stored.put(io.BytesIO(json.dumps(manifest, sort_keys=True).encode()))
@@ -409,7 +388,7 @@ def model_ingest(*, tenant, path: str | Path, name: str | None = None,
         model = _write_rows(file, name or file.path.stem, digest, str(file.path), stored, chunk_digests,
                             root_sha, tok_sha)
     except BaseException:
-        _discard_blobs(stored.created)
+        blobs_discard_unreferenced(stored.created)
         raise
     return IngestResult(model, True, stored.new_bytes)
 
@@ -442,7 +421,7 @@ def _write_rows(file: ModelFile, name: str, digest: str, uri: str, stored: _Stor
             model = Model.objects.create(
                 name=name[:200], architecture=file.architecture, format=file.format,
                 quantization=max(by_qtype, key=by_qtype.get) if by_qtype else "",
-                hyperparameters=_json_safe(file.hyperparameters), source_sha256=digest, source_uri=uri[:2000],
+                hyperparameters=json_safe(file.hyperparameters), source_sha256=digest, source_uri=uri[:2000],
                 root_id=ids[root_sha], tokenizer_id=ids[tok_sha] if tok_sha else None, n_tensors=len(file.tensors),
                 n_parameters=sum(t.n_elements for t in file.tensors), size_bytes=sum(t.nbytes for t in file.tensors),
                 new_bytes=stored.new_bytes)
@@ -743,6 +722,6 @@ def _store_student(tenant, parent: Model, manifest: dict, keep: list[int], dropp
                 "dropped_layers": dropped, "importance": {str(k): v for k, v in importance.items()},
                 "parent_perplexity": base, "student_perplexity": student_ppl})
     except BaseException:
-        _discard_blobs(stored.created)
+        blobs_discard_unreferenced(stored.created)
         raise
     return StudentResult(student, True, **facts)
