@@ -22,30 +22,31 @@ class EmbeddingProvider(Protocol):
         ...
 
 
-_providers: dict[str, EmbeddingProvider] = {}
-_factories: dict[str, callable] = {}
+_factory = None  # called lazily, once per process
+_name: str | None = None
+_provider: EmbeddingProvider | None = None
 _lock = threading.Lock()
 
 
 def register_text_provider(factory, *, name: str) -> None:
     """Register a factory (called lazily, once per process) for the text embedding provider."""
-    _factories["text"] = factory
-    _factories[f"name:{name}"] = factory
-    _providers.pop("text", None)
+    global _factory, _name, _provider
+    with _lock:
+        _factory, _name, _provider = factory, name, None
 
 
 def text_provider() -> EmbeddingProvider:
+    global _provider
     with _lock:
-        if "text" not in _providers:
-            if "text" not in _factories:
+        if _provider is None:
+            if _factory is None:
                 raise LookupError("no text embedding provider is registered")
-            _providers["text"] = _factories["text"]()
-        return _providers["text"]
+            _provider = _factory()
+        return _provider
 
 
 def text_provider_name() -> str | None:
-    names = [k.removeprefix("name:") for k in _factories if k.startswith("name:")]
-    return names[-1] if names else None
+    return _name
 
 
 @functools.cache

@@ -180,7 +180,7 @@ def atom_ingest(*, tenant, source: Source, source_kind: str = "upload", source_u
     limit = max_bytes or settings.MAX_UPLOAD_BYTES
     ref = _store_source(source, limit)
     if ref.size == 0:
-        _discard_blob(ref.sha256, ref.created)
+        blobs_discard_unreferenced([ref.sha256] if ref.created else [])
         raise ValidationFailed("The content is empty.", code="empty")
     existing = _existing_root(ref.sha256)
     if existing is not None:
@@ -220,11 +220,6 @@ def _ingest_new(tenant, source: Source, ref, source_kind: str, source_uri: str, 
             writer.write(part)
         writer.flush()
     return result
-
-
-def _discard_blob(sha: str, created: bool) -> None:
-    if created:
-        blobs_discard_unreferenced([sha])
 
 
 def blobs_discard_unreferenced(digests) -> None:

@@ -49,8 +49,16 @@ def tenant_by_slug(*, slug: str) -> Tenant | None:
 
 
 def public_tenant() -> Tenant:
-    """The public schema's tenant row (an unsaved stand-in before bootstrap made it)."""
+    """The public schema's tenant row (an unsaved stand-in before bootstrap made it), cached with the
+    host → tenant entries (requests without a credential or a known host would otherwise query it)."""
     from django_tenants.utils import get_public_schema_name
 
     name = get_public_schema_name()
-    return Tenant.objects.filter(schema_name=name).first() or Tenant(schema_name=name, name="public")
+    hit = _host_cache.get("")  # "" is never a hostname
+    if hit and hit[1] is not None and time.monotonic() - hit[0] < _HOST_TTL:
+        return hit[1]
+    tenant = Tenant.objects.filter(schema_name=name).first()
+    if tenant is None:
+        return Tenant(schema_name=name, name="public")
+    _host_cache[""] = (time.monotonic(), tenant)
+    return tenant
