@@ -977,8 +977,10 @@ static void llama_run(const llama_model *m, float *h, int64_t T, int64_t pos0, u
 }
 
 /* llama_forward(model, tokens int32 (T,), pos0, k_cache (L, ctx, Hkv, hd) f16, v_cache (L, Hkv, hd, ctx) f16,
- *               logits_out (vocab,) f32, hidden_out (D,) f32, attn: list of L (None | f32 buffer (H, pos0+T)))
- * -> None. Logits and hidden state are for the last position. */
+ *               logits_out (vocab,)|(T, vocab) f32, hidden_out (D,)|(T, D) f32,
+ *               attn: list of L (None | f32 buffer (H, pos0+T)))
+ * -> None. Logits and hidden states are for the last position, or for every position when the output
+ * buffers hold T rows (scoring a text, building a kNN-LM datastore). */
 static PyObject *py_llama_forward(PyObject *self, PyObject *args) {
     PyObject *cap, *to, *ko, *vo, *lo, *ho, *ao; long long pos0;
     if (!PyArg_ParseTuple(args, "OOLOOOOO", &cap, &to, &pos0, &ko, &vo, &lo, &ho, &ao)) return NULL;
@@ -997,9 +999,16 @@ static PyObject *py_llama_forward(PyObject *self, PyObject *args) {
     const Py_ssize_t cache_bytes = L * m->ctx * KV * 2;
     if (get_buf(ko, &kb, 1, cache_bytes, "k_cache") < 0) { PyBuffer_Release(&tb); return NULL; }
     if (get_buf(vo, &vb, 1, cache_bytes, "v_cache") < 0) { PyBuffer_Release(&tb); PyBuffer_Release(&kb); return NULL; }
-    if (get_buf(lo, &lb, 1, m->vocab * 4, "logits") < 0) { PyBuffer_Release(&tb); PyBuffer_Release(&kb); PyBuffer_Release(&vb); return NULL; }
-    if (get_buf(ho, &hb, 1, D * 4, "hidden") < 0) {
+    if (get_buf(lo, &lb, 1, -1, "logits") < 0) { PyBuffer_Release(&tb); PyBuffer_Release(&kb); PyBuffer_Release(&vb); return NULL; }
+    if (get_buf(ho, &hb, 1, -1, "hidden") < 0) {
         PyBuffer_Release(&tb); PyBuffer_Release(&kb); PyBuffer_Release(&vb); PyBuffer_Release(&lb); return NULL;
+    }
+    const int64_t rows_out = lb.len == T * m->vocab * 4 && T > 1 ? T : 1;
+    if (lb.len != rows_out * m->vocab * 4 || hb.len != rows_out * D * 4) {
+        PyErr_Format(PyExc_ValueError, "logits/hidden must hold 1 or T=%lld rows of (vocab, dim), got %zd and %zd bytes",
+                     (long long)T, lb.len, hb.len);
+        PyBuffer_Release(&tb); PyBuffer_Release(&kb); PyBuffer_Release(&vb); PyBuffer_Release(&lb); PyBuffer_Release(&hb);
+        return NULL;
     }
     /* optional attention outputs */
     Py_buffer *ab = calloc(L, sizeof(Py_buffer));
@@ -1035,11 +1044,11 @@ static PyObject *py_llama_forward(PyObject *self, PyObject *args) {
         const int64_t ers = row_size(m->embd.qtype, D);
         for (int64_t t = 0; t < T; t++) dequant_row(m->embd.qtype, m->embd.data + tok[t] * ers, h + t * D, D);
         llama_run(m, h, T, pos0, kb.buf, vb.buf, sel, &s);
-        float *last = h + (T - 1) * D;
-        memcpy(hb.buf, last, D * 4);
-        rms_norm_row(last, m->out_norm, s.xn, D, m->eps);
+        float *first = h + (T - rows_out) * D;
+        memcpy(hb.buf, first, rows_out * D * 4);
+        for (int64_t t = 0; t < rows_out; t++) rms_norm_row(first + t * D, m->out_norm, s.xn + t * D, D, m->eps);
         float *lg[1] = {lb.buf};
-        matmul_auto(&m->output, 1, lg, s.xn, 1, s.xq);
+        matmul_auto(&m->output, 1, lg, s.xn, rows_out, s.xq);
         Py_END_ALLOW_THREADS
     }
     free(h); free(s.xn); free(s.q); free(s.k); free(s.v); free(s.att); free(s.tmp); free(s.gate); free(s.up); free(s.probs); free(s.xq); free(s.work);

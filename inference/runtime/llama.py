@@ -83,8 +83,8 @@ class KVCache:
 
 @dataclass
 class ForwardResult:
-    logits: np.ndarray  # (vocab,) float32, last position
-    hidden: np.ndarray  # (dim,) float32, last position, before the output norm
+    logits: np.ndarray  # (vocab,) float32, last position; (T, vocab) with all_positions
+    hidden: np.ndarray  # (dim,) float32, last position, before the output norm; (T, dim) with all_positions
     attention: dict[int, np.ndarray] = field(default_factory=dict)  # layer -> (n_head, n_ctx) float32
 
 
@@ -168,11 +168,13 @@ class Llama:
         return KVCache(k, v)
 
     def forward(self, tokens: Sequence[int] | np.ndarray, cache: KVCache,
-                attention_layers: Iterable[int] = ()) -> ForwardResult:
+                attention_layers: Iterable[int] = (), all_positions: bool = False) -> ForwardResult:
         """Append `tokens` at positions cache.n.. and return logits/hidden of the last one.
 
         attention_layers: layers whose attention probabilities of the last position over the whole
         context (n_head, cache.n) are returned, for attribution.
+        all_positions: return logits (T, vocab) and hidden states (T, dim) of every appended token
+        (scoring a text in one pass, building a kNN-LM datastore).
         """
         toks = np.ascontiguousarray(np.asarray(tokens, dtype=np.int64).reshape(-1)).astype(np.int32)
         layers = sorted(set(int(i) for i in attention_layers))
@@ -184,20 +186,25 @@ class Llama:
             raise ValueError(f"context full: {cache.n} + {toks.size} > {cache.capacity}")
         if any(not 0 <= i < self.config.n_layer for i in layers):
             raise ValueError(f"attention layers must be in [0, {self.config.n_layer})")
-        result = None
+        results = []
         for start in range(0, toks.size, self.n_batch):
             chunk = toks[start:start + self.n_batch]
             last = start + self.n_batch >= toks.size
-            result = self._forward_chunk(chunk, cache, layers if last else [])
-        return result
+            results.append(self._forward_chunk(chunk, cache, layers if last else [], all_positions))
+        if not all_positions:
+            return results[-1]
+        return ForwardResult(np.concatenate([r.logits.reshape(-1, self.config.vocab) for r in results]),
+                             np.concatenate([r.hidden.reshape(-1, self.config.dim) for r in results]),
+                             results[-1].attention)
 
-    def _forward_chunk(self, toks: np.ndarray, cache: KVCache, layers: list[int]) -> ForwardResult:
+    def _forward_chunk(self, toks: np.ndarray, cache: KVCache, layers: list[int], all_positions: bool) -> ForwardResult:
         c = self.config
         n_end = cache.n + toks.size
         if self._c_model is None:
-            return self._forward_reference(toks, cache, layers)
-        logits = np.empty(c.vocab, np.float32)
-        hidden = np.empty(c.dim, np.float32)
+            return self._forward_reference(toks, cache, layers, all_positions)
+        rows = toks.size if all_positions else 1
+        logits = np.empty((rows, c.vocab) if all_positions else c.vocab, np.float32)
+        hidden = np.empty((rows, c.dim) if all_positions else c.dim, np.float32)
         attn = [np.empty((c.n_head, n_end), np.float32) if i in layers else None for i in range(c.n_layer)]
         self._quant.llama_forward(self._c_model, toks, cache.n, cache.k, cache.v, logits, hidden,
                                   attn if layers else None)
@@ -212,7 +219,8 @@ class Llama:
     def _f32(self, name: str) -> np.ndarray:
         return np.frombuffer(self._t(name).data, np.float32)
 
-    def _forward_reference(self, toks: np.ndarray, cache: KVCache, layers: list[int]) -> ForwardResult:
+    def _forward_reference(self, toks: np.ndarray, cache: KVCache, layers: list[int],
+                           all_positions: bool = False) -> ForwardResult:
         c, T, p0 = self.config, toks.size, cache.n
         hd = c.head_dim
         emb = self._t("token_embd.weight")
@@ -239,6 +247,8 @@ class Llama:
             g = R.swiglu(self._dense(b + "ffn_gate.weight", xn), self._dense(b + "ffn_up.weight", xn))
             h = h + self._dense(b + "ffn_down.weight", g)
         cache.n = p0 + T
-        last = h[-1:]
-        logits = self._dense(self.output_name, R.rms_norm(last, self._f32("output_norm.weight"), c.eps))[0]
-        return ForwardResult(logits, last[0].copy(), attention)
+        out = h if all_positions else h[-1:]
+        logits = self._dense(self.output_name, R.rms_norm(out, self._f32("output_norm.weight"), c.eps))
+        if all_positions:
+            return ForwardResult(logits, out.copy(), attention)
+        return ForwardResult(logits[0], out[0].copy(), attention)

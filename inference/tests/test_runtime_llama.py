@@ -185,6 +185,36 @@ def test_prompt_batches_agree_with_token_by_token(model):
     assert cosine(batched, single) > 0.999 and batched.argmax() == single.argmax()
 
 
+def test_all_positions_agree_with_the_last_position_and_token_by_token(model):
+    prompt = [504, 3575, 282, 4649, 314]
+    every = model.forward(prompt, model.new_cache(), all_positions=True)
+    assert every.logits.shape == (5, 49152) and every.hidden.shape == (5, 576)
+    last = model.forward(prompt, model.new_cache())
+    np.testing.assert_array_equal(every.logits[-1], last.logits)
+    np.testing.assert_array_equal(every.hidden[-1], last.hidden)
+    cache = model.new_cache()
+    for i, t in enumerate(prompt):
+        one = model.forward([t], cache)
+        assert cosine(every.logits[i], one.logits) > 0.999 and every.logits[i].argmax() == one.logits.argmax()
+
+
+def test_all_positions_span_prompt_batches(gguf):
+    small = Llama.from_gguf(gguf, n_ctx=16, n_batch=2)
+    prompt = [504, 3575, 282, 4649, 314]
+    every = small.forward(prompt, small.new_cache(), all_positions=True)
+    assert every.logits.shape == (5, 49152)
+    np.testing.assert_array_equal(every.logits[-1], small.forward(prompt, small.new_cache()).logits)
+
+
+def test_the_reference_stack_returns_all_positions_too(gguf):
+    cfg = dataclasses.replace(Llama.from_gguf(gguf, n_ctx=8).config, n_layer=2)
+    fast, ref = Llama(gguf.tensors, cfg, n_ctx=16), Llama(gguf.tensors, cfg, n_ctx=16, backend="reference")
+    a = fast.forward([504, 3575, 282], fast.new_cache(), all_positions=True)
+    b = ref.forward([504, 3575, 282], ref.new_cache(), all_positions=True)
+    assert a.logits.shape == b.logits.shape == (3, 49152)
+    np.testing.assert_allclose(a.logits, b.logits, atol=1e-3 * np.abs(b.logits).max())
+
+
 def test_it_runs_from_a_dict_tensor_source(gguf, model):
     blobs = {name: (t.qtype, t.shape, bytes(t.data)) for name, t in gguf.tensors.items()}
     other = Llama(DictTensorSource(blobs), model.config, n_ctx=32)
