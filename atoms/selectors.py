@@ -37,6 +37,7 @@ class AtomFilters:
     source_kind: str | None = None
     source_uri_prefix: str | None = None
     region: tuple[float, float, float, float] | None = None  # x1, y1, x2, y2 of the 2D projection
+    exclude_ids: list[int] = field(default_factory=list)  # e.g. a held-out document's atoms
 
     def sql(self, alias: str = "a") -> tuple[str, list]:
         """A WHERE fragment (always starting with the soft-delete guard) and its parameters."""
@@ -61,6 +62,9 @@ class AtomFilters:
         if self.source_uri_prefix:
             clauses.append(f"{alias}.source_uri LIKE %s")
             params.append(self.source_uri_prefix.replace("\\", "\\\\").replace("%", r"\%").replace("_", r"\_") + "%")
+        if self.exclude_ids:
+            clauses.append(f"NOT ({alias}.id = ANY(%s))")
+            params.append([int(i) for i in self.exclude_ids])
         return " AND ".join(clauses), params
 
     def region_sql(self, alias: str = "e") -> tuple[str, list]:
@@ -83,6 +87,8 @@ class AtomFilters:
             qs = qs.filter(source_kind=self.source_kind)
         if self.source_uri_prefix:
             qs = qs.filter(source_uri__startswith=self.source_uri_prefix)
+        if self.exclude_ids:
+            qs = qs.exclude(id__in=self.exclude_ids)
         return qs
 
 

@@ -15,6 +15,7 @@ These tables live in each tenant's schema, so the ledger chain, the outbox order
 """
 from __future__ import annotations
 
+from django.contrib.postgres.indexes import GinIndex
 from django.db import models
 from django.utils import timezone
 
@@ -140,3 +141,93 @@ class DeadLetter(models.Model):
 
     def __str__(self) -> str:
         return f"dead letter for #{self.event_id}"
+
+
+# ---------------------------------------------------------------------------------------------------
+# AtomicStream: token-level provenance of generations
+# ---------------------------------------------------------------------------------------------------
+class RunStatus(models.TextChoices):
+    RUNNING = "running"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"      # the client went away; the steps so far are kept
+    FAILED = "failed"
+
+
+class GenerationRun(models.Model):
+    """One generation: what was asked, with which model (and its digest), parameters and seed, and the
+    retrieval snapshot (`sources`: the atoms put in the context with their history versions)."""
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.RUNNING)
+    finish_reason = models.CharField(max_length=24, blank=True)
+    model_id = models.BigIntegerField(help_text="inference.Model id")
+    model_name = models.CharField(max_length=200)
+    model_digest = models.CharField(max_length=64, help_text="SHA-256 of the model's manifest atom")
+    prompt = models.TextField(blank=True)
+    messages = models.JSONField(null=True, blank=True)
+    params = models.JSONField(default=dict, help_text="Sampling, retrieval and attribution parameters")
+    seed = models.BigIntegerField()
+    context_digest = models.CharField(max_length=64, help_text="SHA-256 of the context token ids")
+    context_tokens = models.PositiveIntegerField(default=0)
+    tokens_out = models.PositiveIntegerField(default=0)
+    text = models.TextField(blank=True)
+    principal = models.CharField(max_length=200, blank=True)
+    correlation_id = models.CharField(max_length=64, blank=True)
+    ttft_ms = models.FloatField(null=True, blank=True)
+    duration_ms = models.FloatField(null=True, blank=True)
+    replay_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="replays")
+    history = History()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"generation {self.pk} ({self.status})"
+
+
+class GenerationSource(models.Model):
+    """An atom in a run's context: rank, retrieval score, the atom's version, its token span and the
+    attention mass the run's tokens gave it (summed over steps, and the steps it was the top source of)."""
+    run = models.ForeignKey(GenerationRun, on_delete=models.CASCADE, related_name="sources")
+    atom_id = models.BigIntegerField(db_index=True)
+    sha256 = models.CharField(max_length=64)
+    history_id = models.BigIntegerField(null=True, blank=True, help_text="The atom's history row at retrieval")
+    rank = models.PositiveIntegerField()
+    score = models.FloatField(default=0.0)
+    span_start = models.PositiveIntegerField()
+    span_end = models.PositiveIntegerField()
+    truncated = models.BooleanField(default=False)
+    mass_total = models.FloatField(default=0.0)
+    top_steps = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["run", "rank"]
+        constraints = [models.UniqueConstraint(fields=["run", "rank"], name="gensource_run_rank")]
+
+    def __str__(self) -> str:
+        return f"run {self.run_id} source {self.rank}: atom {self.atom_id}"
+
+
+class GenerationStep(models.Model):
+    """One generated token. Append-only (written in batches), so not historised.
+
+    `alternatives`: [{token, text, logprob}] best first; `attributions`: [{atom, mass}] by mass, the
+    sources whose share of the token's attention is at least the recording threshold."""
+    run = models.ForeignKey(GenerationRun, on_delete=models.CASCADE, related_name="steps")
+    position = models.PositiveIntegerField()
+    token_id = models.PositiveIntegerField()
+    text = models.CharField(max_length=200, blank=True)
+    logprob = models.FloatField()
+    alternatives = models.JSONField(default=list)
+    attributions = models.JSONField(default=list)
+    top_atom_id = models.BigIntegerField(null=True, blank=True)
+    top_mass = models.FloatField(default=0.0)
+
+    class Meta:
+        ordering = ["run", "position"]
+        constraints = [models.UniqueConstraint(fields=["run", "position"], name="genstep_run_position")]
+        indexes = [models.Index(fields=["top_atom_id"], name="genstep_top_atom"),
+                   GinIndex(fields=["attributions"], opclasses=["jsonb_path_ops"], name="genstep_attributions")]
+
+    def __str__(self) -> str:
+        return f"run {self.run_id} #{self.position}"

@@ -192,3 +192,22 @@ def impact(*, node: ProvNode, as_of: datetime | None = None) -> Impact:
                   for i in ids if nodes[i].kind in DEPENDANT_KINDS and nodes[i].created_at <= at]
     dependants.sort(key=lambda d: (d.depth, -d.mass, d.node.pk))
     return Impact(root=node, dependants=dependants)
+
+
+def generations_for_atom(*, atom_id: int, steps_per_run: int = 50) -> list[dict]:
+    """Retraction impact on the AtomicStream: every run that had the atom in its context, the share of
+    the run's source attention it got, and the steps that credited it (position, text, mass)."""
+    from .models import GenerationSource, GenerationStep
+
+    out = []
+    for src in GenerationSource.objects.filter(atom_id=atom_id).select_related("run").order_by("-run_id"):
+        run = src.run
+        total = sum(run.sources.values_list("mass_total", flat=True)) or 0.0
+        steps = GenerationStep.objects.filter(run=run, attributions__contains=[{"atom": atom_id}]).order_by("position")
+        credited = [{"position": s.position, "text": s.text,
+                     "mass": next(a["mass"] for a in s.attributions if a["atom"] == atom_id),
+                     "top": s.top_atom_id == atom_id} for s in steps[:steps_per_run]]
+        out.append({"run": run.pk, "created_at": run.created_at, "status": run.status, "rank": src.rank,
+                    "mass_total": src.mass_total, "share": (src.mass_total / total) if total > 0 else 0.0,
+                    "top_steps": src.top_steps, "steps_credited": steps.count(), "steps": credited})
+    return out

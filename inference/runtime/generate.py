@@ -7,12 +7,12 @@ and, when asked for, the last position's attention probabilities for selected la
 from __future__ import annotations
 
 import codecs
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .llama import KVCache, Llama
+from .llama import ForwardResult, KVCache, Llama
 from .sampling import Sampler, SamplingParams, find_stop
 from .tokenizer import GGUFTokenizer
 
@@ -29,7 +29,10 @@ class Step:
 
 
 def generate(model: Llama, tokenizer: GGUFTokenizer, prompt_tokens: Sequence[int], params: SamplingParams,
-             *, cache: KVCache | None = None, attention_layers: Iterable[int] = ()) -> Iterator[Step]:
+             *, cache: KVCache | None = None, attention_layers: Iterable[int] = (),
+             adjust: Callable[[ForwardResult], np.ndarray] | None = None) -> Iterator[Step]:
+    """adjust: maps each forward result to the logits (or log-probabilities) to sample from, e.g. a
+    kNN-LM interpolation; the Step carries what was sampled from."""
     if len(prompt_tokens) == 0:
         raise ValueError("the prompt is empty")
     cache = cache if cache is not None else model.new_cache()
@@ -40,9 +43,10 @@ def generate(model: Llama, tokenizer: GGUFTokenizer, prompt_tokens: Sequence[int
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     pending = ""
     for i in range(params.max_tokens):
-        token = sampler(result.logits, history)
+        logits = adjust(result) if adjust is not None else result.logits
+        token = sampler(logits, history)
         history.append(token)
-        logits, attention = result.logits, result.attention
+        attention = result.attention
         if token == tokenizer.eos_id or token in tokenizer.special_ids and token != tokenizer.bos_id:
             yield Step(token, decoder.decode(b"", final=True) + pending, logits, attention, "eos")
             return
