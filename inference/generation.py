@@ -55,6 +55,7 @@ class GenerationSpec:
     alternatives: int = 5
     attribution_layers: int = 6
     source_ids: list[int] | None = None    # use these atoms, in this order, instead of searching
+    knn_datastore: int | None = None        # the datastore atom to use (default: the model's latest)
     metadata_filter: dict | None = None     # restrict retrieval to atoms whose metadata contains this
 
 
@@ -213,10 +214,12 @@ def generation_start(*, tenant, spec: GenerationSpec, principal: str = "", repla
     loaded = load_runtime(spec.model, n_ctx=GENERATION_CONTEXT)
     ctx = layout(loaded, spec, retrieve(spec), params.max_tokens)
     layers = attribution_layers(loaded.llama.config.n_layer, spec.attribution_layers)
-    adjust = _knn_adjust(tenant, spec) if spec.knn_lambda > 0 else None
+    adjust, datastore = _knn_adjust(tenant, spec) if spec.knn_lambda > 0 else (None, None)
+    recorded = _recorded_params(spec, params, layers)
+    recorded["knn_datastore"] = datastore.pk if datastore else None
     run = generation_run_open(
         tenant=tenant, model_id=spec.model.pk, model_name=spec.model.name, model_digest=spec.model.root.sha256,
-        params=_recorded_params(spec, params, layers), seed=params.seed, context_tokens=ctx.tokens,
+        params=recorded, seed=params.seed, context_tokens=ctx.tokens,
         sources=_snapshots(ctx), prompt=spec.prompt or "", messages=spec.messages, principal=principal,
         correlation_id=correlation.get() or "", replay_of=replay_of)
     record_usage(tenant=tenant, meter="generate.tokens", quantity=len(ctx.tokens),
@@ -228,7 +231,7 @@ def generation_start(*, tenant, spec: GenerationSpec, principal: str = "", repla
 def _knn_adjust(tenant, spec: GenerationSpec):
     from .knn import knn_adjuster
 
-    return knn_adjuster(tenant=tenant, model=spec.model, lam=float(spec.knn_lambda))
+    return knn_adjuster(tenant=tenant, model=spec.model, lam=float(spec.knn_lambda), datastore=spec.knn_datastore)
 
 
 # --------------------------------------------------------------------------------------------------

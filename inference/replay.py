@@ -59,7 +59,8 @@ def generation_replay(*, tenant, run, principal: str = "") -> ReplayReport:
         model=_model(run), prompt=run.prompt if run.messages is None else None, messages=run.messages,
         k=len(p.get("source_ids") or []) or p["k"], context_budget=p["context_budget"], sampling=sampling,
         knn_lambda=p.get("knn_lambda", 0.0), alternatives=p.get("alternatives", 5),
-        attribution_layers=len(p["attribution_layers"]), source_ids=_check_sources(run))
+        attribution_layers=len(p["attribution_layers"]), source_ids=_check_sources(run),
+        knn_datastore=p.get("knn_datastore"))
     stream = generation_start(tenant=tenant, spec=spec, principal=principal, replay_of=run)
     for _ in stream:
         pass

@@ -174,3 +174,23 @@ def test_it_refuses_an_encoder_and_an_overflowing_prompt(smol, minilm, alpha):  
         generation_start(tenant=alpha.tenant, spec=GenerationSpec(model=minilm, prompt=QUESTION))
     with pytest.raises(Unprocessable):
         generation_start(tenant=alpha.tenant, spec=GenerationSpec(model=smol, prompt="word " * 2500, k=0))
+
+
+def test_knn_lm_interpolation_copies_from_the_datastore_and_replays(smol, alpha, facts):  # noqa: F811
+    from inference.knn import knn_datastore_build
+
+    def port(lam: float) -> dict:
+        spec = GenerationSpec(model=smol, prompt=QUESTION, k=0, knn_lambda=lam, sampling={"max_tokens": 5})
+        return run_all(generation_start(tenant=alpha.tenant, spec=spec))[-1]
+
+    with pytest.raises(Unprocessable):
+        port(0.9)  # no datastore yet
+    store = knn_datastore_build(tenant=alpha.tenant, model=smol)
+    assert store.metadata["kind"] == "knn-datastore" and store.metadata["atoms"] >= len(FACTS)
+    assert knn_datastore_build(tenant=alpha.tenant, model=smol).pk == store.pk  # same texts, same bytes
+    plain, knn = port(0.0), port(0.9)
+    assert "7431" not in plain["text"] and "7431" in knn["text"]
+    run = GenerationRun.objects.get(pk=knn["run"])
+    assert run.params["knn_datastore"] == store.pk and run.params["knn_lambda"] == 0.9
+    assert generation_replay(tenant=alpha.tenant, run=run).identical
+    assert ProvEdge.objects.filter(source__ref=str(store.pk), type="wasDerivedFrom", target__ref=str(facts[0])).exists()

@@ -1,0 +1,130 @@
+"""kNN-LM datastores of a tenant: built from its text atoms with a decoder model, stored as an atom
+(content-addressed npz, `metadata.kind = "knn-datastore"`), loaded once per process for generation.
+
+Generation with `knn_lambda > 0` samples from log((1 - λ) p_LM + λ p_kNN) (inference/runtime/knnlm.py),
+the kNN distribution read off the K nearest datastore entries of the current context. The build is
+recorded in the provenance graph: the datastore atom `wasDerivedFrom` the text atoms it was made of.
+"""
+from __future__ import annotations
+
+import io
+import threading
+from collections.abc import Callable
+
+import numpy as np
+
+from atoms.models import Atom
+from atoms.services import blobs_discard_unreferenced
+from atoms.storage import blobstore
+from hartonomous.errors import Unprocessable, ValidationFailed
+
+from .models import Model
+
+__all__ = ["KNN_K", "KNN_TEMPERATURE", "knn_adjuster", "knn_datastore_build", "knn_datastore_latest"]
+
+KIND = "knn-datastore"
+KNN_K = 16
+KNN_TEMPERATURE = 0.1
+WINDOW = 512
+TEXT_MODALITIES = ("text", "code", "document")
+_cache: dict[str, object] = {}
+_lock = threading.Lock()
+
+
+def _texts(max_atoms: int) -> list[tuple[int, str]]:
+    qs = (Atom.objects.filter(modality__in=TEXT_MODALITIES, deleted_at__isnull=True, text__isnull=False)
+          .exclude(text="").order_by("id").values_list("id", "text"))
+    return list(qs[:max_atoms])
+
+
+def _store(data: bytes, meta: dict) -> Atom:
+    ref = blobstore().put_stream(io.BytesIO(data))
+    try:
+        atom, created = Atom.objects.get_or_create(
+            sha256=ref.sha256, defaults={"modality": "binary", "mime": "application/x-npz", "size": ref.size,
+                                         "in_blob": True, "source_kind": "derived", "metadata": meta})
+        if not created and atom.deleted_at is not None:
+            atom.deleted_at = None
+            atom.save(update_fields=["deleted_at"])
+    except BaseException:
+        if ref.created:
+            blobs_discard_unreferenced([ref.sha256])
+        raise
+    return atom
+
+
+def knn_datastore_build(*, tenant, model: Model, max_atoms: int = 5000, max_tokens: int = 200_000,
+                        progress: Callable[[int], None] | None = None) -> Atom:
+    """Build (or find, when the same texts give the same bytes) the datastore of `model` over the
+    tenant's text atoms, oldest first, up to `max_atoms` atoms / `max_tokens` tokens."""
+    from provenance.services import activity_record
+
+    from .atom_source import load_runtime
+    from .runtime import knnlm
+
+    if model.architecture != "llama":
+        raise ValidationFailed("A kNN-LM datastore needs a decoder model.", details={"model": model.pk})
+    loaded = load_runtime(model, n_ctx=WINDOW)
+    ids, token_lists, total = [], [], 0
+    for atom_id, text in _texts(max_atoms):
+        toks = loaded.tokenizer.encode(text, add_bos=False, special=False)
+        if len(toks) < 2 or total >= max_tokens:
+            continue
+        toks = toks[:max_tokens - total]
+        ids.append(atom_id)
+        token_lists.append(toks)
+        total += len(toks)
+    if not token_lists:
+        raise Unprocessable("The tenant has no text atoms to build a kNN-LM datastore from.")
+    with loaded.lock:
+        ds = knnlm.datastore_build(loaded.llama, token_lists, groups=ids, window=WINDOW)
+    if progress is not None:
+        progress(total)
+    meta = {"kind": KIND, "model": model.pk, "model_digest": model.root.sha256, "atoms": len(ids),
+            "entries": len(ds), "tokens": total}
+    atom = _store(knnlm.save(ds), meta)
+    spec = ("atom", str(atom.pk), atom.sha256[:12])
+    activity_record(tenant=tenant, kind="embed", agent=("model", str(model.pk), model.name),
+                    used=[("atom", str(i)) for i in ids], generated=[spec],
+                    derived=[(spec, ("atom", str(i))) for i in ids],
+                    attributes={"knn_datastore": atom.pk, "entries": len(ds)})
+    return atom
+
+
+def knn_datastore_latest(*, model: Model) -> Atom | None:
+    return (Atom.objects.filter(metadata__kind=KIND, metadata__model_digest=model.root.sha256, deleted_at__isnull=True)
+            .order_by("-created_at", "-id").first())
+
+
+def _load(atom: Atom):
+    from .atom_source import read_atom_bytes
+    from .runtime import knnlm
+
+    with _lock:
+        ds = _cache.get(atom.sha256)
+        if ds is None:
+            ds = _cache[atom.sha256] = knnlm.load(read_atom_bytes(atom))
+    return ds
+
+
+def knn_adjuster(*, tenant, model: Model, lam: float, datastore: int | None = None, k: int = KNN_K,
+                 temperature: float = KNN_TEMPERATURE) -> tuple[Callable[[object], np.ndarray], Atom]:
+    """(forward result -> interpolated log-probabilities, the datastore atom): over the datastore atom
+    `datastore` (a replay names the one it used) or the model's latest."""
+    from .runtime import knnlm
+
+    if datastore is not None:
+        atom = Atom.objects.filter(pk=datastore, metadata__kind=KIND, metadata__model_digest=model.root.sha256).first()
+    else:
+        atom = knn_datastore_latest(model=model)
+    if atom is None:
+        raise Unprocessable("This model has no kNN-LM datastore in this tenant; build one first "
+                            "(manage.py knn_build or POST /api/models/{id}/knn).", details={"model": model.pk},
+                            code="no_datastore")
+    ds = _load(atom)
+
+    def adjust(result) -> np.ndarray:
+        return knnlm.interpolate(result.logits, knnlm.knn_logprobs(ds, result.hidden, k=k, temperature=temperature),
+                                 lam)
+
+    return adjust, atom
