@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import logging
 from dataclasses import dataclass, field
 
 import numpy as np
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from billing.services import record_usage
@@ -18,7 +20,7 @@ from hartonomous.jsonsafe import json_safe
 from . import signals
 from .blobstore import BlobStoreError
 from .embedding import TEXT_MODALITIES, project, text_provider
-from .extract import ROOT, ExtractionError, Part, Source, extract
+from .extract import PART_OF, ROOT, ExtractionError, Part, Source, extract
 from .models import INLINE_LIMIT, Atom, AtomEmbedding, AtomRelation, RelationType
 from .storage import blobstore
 
@@ -118,7 +120,9 @@ class _PartWriter:
     def __init__(self, result: IngestResult, source_kind: str, source_uri: str, created_blobs: list[str]):
         self.result, self.source_kind, self.source_uri = result, source_kind, source_uri
         self.ids: dict[str, int] = {ROOT: result.root.pk}
-        self.edges: list[AtomRelation] = []
+        self.pending: dict[tuple[int, int, str], AtomRelation] = {}
+        self.flushed: set[tuple[int, int, str]] = set()
+        self.late: list[tuple[tuple[int, int, str], list]] = []
         self.created_blobs = created_blobs
 
     def write(self, part: Part) -> None:
@@ -148,17 +152,42 @@ class _PartWriter:
         _save_feature_embedding(root, part)
 
     def _edges(self, part: Part) -> None:
+        """Queue the part's edges. An atom met again in the same source (an identical video frame or
+        audio segment later on) keeps one edge per (source, relation, target), and its PART_OF edge
+        lists every time the atom occurs in `metadata.occurrences` ([[start, end], ...])."""
         for source_key, relation, target_key in part.edges():
             source_id, target_id = self.ids.get(source_key), self.ids.get(target_key)
-            if source_id and target_id and source_id != target_id:
-                self.edges.append(AtomRelation(source_id=source_id, target_id=target_id, relation=relation,
-                                               metadata={"position": part.position} if part.position is not None else {}))
-            if len(self.edges) >= 1000:
-                self.flush()
+            if not source_id or not target_id or source_id == target_id:
+                continue
+            key = (source_id, target_id, relation)
+            timed = relation == PART_OF and part.time_start is not None
+            occurrence = [part.time_start, part.time_end] if timed else None
+            edge = self.pending.get(key)
+            if edge is None and key in self.flushed:
+                if occurrence:
+                    self.late.append((key, occurrence))
+                continue
+            if edge is None:
+                meta = {"position": part.position} if part.position is not None else {}
+                if occurrence:
+                    meta["occurrences"] = [occurrence]
+                self.pending[key] = AtomRelation(source_id=source_id, target_id=target_id, relation=relation,
+                                                 metadata=meta)
+            elif occurrence:
+                edge.metadata.setdefault("occurrences", []).append(occurrence)
+        if len(self.pending) >= 5000:
+            self.flush()
 
     def flush(self) -> None:
-        AtomRelation.objects.bulk_create(self.edges, ignore_conflicts=True)
-        self.edges = []
+        AtomRelation.objects.bulk_create(list(self.pending.values()), ignore_conflicts=True)
+        self.flushed.update(self.pending)
+        self.pending = {}
+        for (source_id, target_id, relation), occurrence in self.late:
+            AtomRelation.objects.filter(source_id=source_id, target_id=target_id, relation=relation).update(
+                metadata=RawSQL("jsonb_set(metadata, '{occurrences}', "
+                                "coalesce(metadata->'occurrences', '[]'::jsonb) || %s::jsonb)",
+                                (json.dumps([occurrence]),)))
+        self.late = []
 
 
 def _existing_root(sha: str) -> Atom | None:

@@ -1,7 +1,8 @@
 """Binding: concepts that co-occur become related.
 
 A context is one place atoms appear together: the same time bucket of a stream or video (atoms
-PART_OF the same parent with time_start; a segment covers every bucket it overlaps), the same
+PART_OF the same parent with time_start; a segment covers every bucket it overlaps, and an atom that
+occurs several times — an identical frame shown again — counts in the bucket of every occurrence), the same
 document (PART_OF the same parent, no time), or the same session (metadata["session"]). Each
 context holds the set of live concepts its atoms are members of. Over N contexts, for a concept pair
 (a, b) with n_ab shared contexts:
@@ -16,6 +17,7 @@ Image and audio concepts that share time buckets of a video are bound the same w
 """
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 from dataclasses import dataclass
@@ -27,7 +29,7 @@ from django.db import connection, transaction
 from atoms.models import AtomRelation, RelationType
 
 SQL_MEMBERS = """
-SELECT m.target_id, a.id, a.time_start, a.time_end, a.metadata->>'session', p.target_id
+SELECT m.target_id, a.id, a.time_start, a.time_end, a.metadata->>'session', p.target_id, p.metadata->'occurrences'
 FROM atoms_atomrelation m
 JOIN atoms_atom a ON a.id = m.source_id AND a.deleted_at IS NULL
 JOIN concepts_concept c ON c.atom_id = m.target_id AND c.state IN ('born', 'alive')
@@ -72,12 +74,11 @@ def _contexts(bucket: float) -> dict[tuple, set[int]]:
     out: dict[tuple, set[int]] = {}
     with connection.cursor() as cur:
         cur.execute(SQL_MEMBERS)
-        for concept, _atom, t0, t1, session, parent in cur.fetchall():
+        for concept, _atom, t0, t1, session, parent, occurrences in cur.fetchall():
             keys = []
             if parent is not None and t0 is not None:
-                first = int(math.floor(t0 / bucket))
-                last = int(math.floor((t1 - 1e-9) / bucket)) if t1 is not None and t1 > t0 else first
-                keys += [("t", parent, b) for b in range(first, max(first, last) + 1)]
+                for start, end in _occurrences(occurrences, t0, t1):
+                    keys += [("t", parent, b) for b in _buckets(start, end, bucket)]
             elif parent is not None:
                 keys.append(("d", parent))
             if session:
@@ -85,6 +86,21 @@ def _contexts(bucket: float) -> dict[tuple, set[int]]:
             for key in keys:
                 out.setdefault(key, set()).add(concept)
     return out
+
+
+def _occurrences(stored, t0: float, t1: float | None) -> list[tuple[float, float | None]]:
+    """Every time the atom occurs in its parent (an identical frame shown twice is one atom whose PART_OF
+    edge lists both times), else its own time."""
+    if isinstance(stored, str):
+        stored = json.loads(stored)
+    spans = [(float(a), None if b is None else float(b)) for a, b in (stored or []) if a is not None]
+    return spans or [(t0, t1)]
+
+
+def _buckets(t0: float, t1: float | None, bucket: float) -> range:
+    first = int(math.floor(t0 / bucket))
+    last = int(math.floor((t1 - 1e-9) / bucket)) if t1 is not None and t1 > t0 else first
+    return range(first, max(first, last) + 1)
 
 
 def pair_statistics(contexts: dict[tuple, set[int]]) -> tuple[int, Counter, Counter]:

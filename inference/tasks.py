@@ -53,3 +53,19 @@ def on_model_file(sender, tenant=None, schema=None, atom=None, **kwargs) -> None
         ingest_model_atom_task.delay(schema, atom.pk)
     except Exception as exc:  # broker down: the file is stored; `manage.py ingest_model` can redo it
         logging.getLogger(__name__).warning("model ingestion not queued: %s", exc)
+
+
+@shared_task(name="inference.knn_build", acks_late=True, autoretry_for=(ConnectionError,),
+             retry_backoff=1, retry_backoff_max=16, max_retries=5)
+def knn_build_task(schema: str, model_id: int, max_atoms: int = 5000, max_tokens: int = 200_000) -> dict:
+    """Build a model's kNN-LM datastore over the tenant's text atoms (POST /api/models/{id}/knn)."""
+    from tenants.models import Tenant
+
+    from .knn import knn_datastore_build
+    from .models import Model
+
+    tenant = Tenant.objects.get(schema_name=schema)
+    with schema_context(schema):
+        model = Model.objects.select_related("root").get(pk=model_id)
+        atom = knn_datastore_build(tenant=tenant, model=model, max_atoms=max_atoms, max_tokens=max_tokens)
+        return {"datastore": atom.pk, **atom.metadata}

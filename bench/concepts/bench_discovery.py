@@ -204,10 +204,10 @@ def build_video(path: Path, voices: list[str], slot: float = 5.0, seed: int = 0)
     for voice in voices:
         for digit in rng.permutation(10):
             digit = int(digit)
-            for second in range(int(slot)):  # one PNG per second, each with its own sensor noise: real
-                # footage never repeats a frame bit for bit (identical frames would be one atom)
+            for second in range(int(slot)):  # the same image every second and on every pass: identical
+                # frames are one atom whose PART_OF edge lists each time it is on screen
                 (tmp / f"frame{len(order) * int(slot) + second:05d}.png").write_bytes(
-                    digit_png(d.images[first[digit]], side=128, noise_seed=len(order) * 100 + second))
+                    digit_png(d.images[first[digit]], side=128))
             wav = tmp / "w.wav"
             speak(". ".join([WORDS[digit]] * 4), voice, 160, wav)  # the name said through the slot
             samples, sr = read_wav(wav)
@@ -312,8 +312,8 @@ def render(speed: dict, digits: dict | None, spoken: dict | None, xm: dict | Non
               "- Cross-modal: the name is said four times through each 5 s slot. With ONE utterance per slot",
               "  (~0.6 s of speech, 4.4 s of silence) the audio segments cluster by voice (silhouette picks k=2)",
               "  and only 1 of 3 image<->audio edges joined the same digit (33%): the audio embedding of a",
-              "  mostly silent 5 s segment does not carry the word. Video frames are given per-frame noise:",
-              "  identical frames are one content-addressed atom with one time_start, which loses repeats.",
+              "  mostly silent 5 s segment does not carry the word. The video repeats each digit's image unchanged",
+              "  (no added noise): identical frames are one atom, and its PART_OF edge lists every occurrence.",
               ""]
     return "\n".join(lines) + "\n"
 

@@ -2,7 +2,9 @@ import numpy as np
 import pytest
 from django.db import connection
 
-from atoms.models import AtomRelation
+from django.utils import timezone
+
+from atoms.models import Atom, AtomRelation
 from concepts.binding import BindingConfig, concepts_bind, pair_statistics
 from concepts.models import Concept
 from concepts.services import concepts_discover
@@ -89,3 +91,23 @@ def test_it_binds_nothing_in_another_tenant(alpha, beta):
     result = concepts_bind(tenant=beta.tenant)
     assert result.contexts == 0 and result.edges == 0
     assert not AtomRelation.objects.exists()
+
+
+def test_an_atom_shown_again_counts_in_the_bucket_of_every_occurrence(alpha):
+    """Identical frames are one atom; its PART_OF edge lists every time it is on screen (what ingest
+    records): binding must see the digit at each of them, or the repeats are lost."""
+    connection.set_tenant(alpha.tenant)
+    _video([0, 1, 2, 3] * 3)
+    frames = list(Atom.objects.filter(modality="video_frame").order_by("time_start"))
+    first = frames[:20]  # the first pass: slots 0-3, five frames each
+    for later in frames[20:]:
+        twin = first[int(later.time_start) % 20]
+        edge = AtomRelation.objects.get(source=twin, relation="PART_OF")
+        edge.metadata.setdefault("occurrences", [[twin.time_start, twin.time_end]]).append(
+            [later.time_start, later.time_end])
+        edge.save()
+    Atom.objects.filter(pk__in=[f.pk for f in frames[20:]]).update(deleted_at=timezone.now())
+    concepts_discover(tenant=alpha.tenant)
+    result = concepts_bind(tenant=alpha.tenant)
+    assert result.contexts == 12 and result.edges == 4 and result.cross_modal == 4
+    assert all(e.metadata["count"] == 3 for e in AtomRelation.objects.filter(relation__in=["RELATED_TO", "IS_A"]))
