@@ -9,6 +9,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib import admin
 from django.contrib.admin.apps import AdminConfig
+from django.core.exceptions import PermissionDenied
 from django.db import connection
 from django.db.models.base import ModelBase
 from django_tenants.utils import get_public_schema_name
@@ -40,6 +41,24 @@ class SchemaScoped:
 
     def has_delete_permission(self, request, obj=None):
         return visible_here(self.model) and super().has_delete_permission(request, obj)
+
+    # Django looks the object up before asking for permission: refuse first, or a tenant table that does
+    # not exist in this schema fails with a 500
+    def _visible_or_403(self):
+        if not visible_here(self.model):
+            raise PermissionDenied
+
+    def changeform_view(self, request, *args, **kwargs):
+        self._visible_or_403()
+        return super().changeform_view(request, *args, **kwargs)
+
+    def delete_view(self, request, *args, **kwargs):
+        self._visible_or_403()
+        return super().delete_view(request, *args, **kwargs)
+
+    def history_view(self, request, *args, **kwargs):
+        self._visible_or_403()
+        return super().history_view(request, *args, **kwargs)
 
 
 class SchemaAwareAdminSite(admin.AdminSite):

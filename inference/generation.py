@@ -277,10 +277,11 @@ class GenerationStream:
         from .runtime import generate
 
         started = time.perf_counter()
-        yield self._start_event()
-        steps = generate(self.loaded.llama, self.loaded.tokenizer, self.ctx.tokens, self.params,
-                         attention_layers=self.layers, adjust=self.adjust)
+        steps = None
         try:
+            yield self._start_event()
+            steps = generate(self.loaded.llama, self.loaded.tokenizer, self.ctx.tokens, self.params,
+                             attention_layers=self.layers, adjust=self.adjust)
             for i, step in enumerate(steps):
                 if self.ttft_ms is None:
                     self.ttft_ms = (time.perf_counter() - started) * 1000
@@ -299,7 +300,8 @@ class GenerationStream:
             self.status, self.finish_reason = "failed", "error"
             raise
         finally:
-            steps.close()
+            if steps is not None:
+                steps.close()
             self._finish(started)
         yield self._done_event()
 

@@ -20,6 +20,9 @@ def test_the_public_admin_shows_platform_models(staff):
     assert b"/admin/atoms/atom/" not in index.content
     assert staff.get("/admin/tenants/apikey/", HTTP_HOST="localhost").status_code == 200
     assert staff.get("/admin/atoms/atom/", HTTP_HOST="localhost").status_code == 403
+    # object pages of a tenant model on the public host: refused, not a 500 on a missing table
+    for page in ("1/change/", "1/history/", "1/delete/", "add/"):
+        assert staff.get(f"/admin/atoms/atom/{page}", HTTP_HOST="localhost").status_code == 403, page
 
 
 def test_a_tenant_admin_shows_the_tenants_data(staff, alpha):

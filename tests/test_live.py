@@ -100,6 +100,19 @@ def test_it_streams_progress_to_the_tenants_dashboard_only(asgi_server, alpha, b
     assert [m["state"] for m in messages[1:]] == ["started", "finished"]
 
 
+def test_a_dashboard_that_waits_longer_than_the_layers_read_still_gets_progress(asgi_server, alpha):
+    # the channel layer blocks 5 s per read: a Redis socket timeout at or under that dropped the socket
+    ws_base = asgi_server.replace("http://", "ws://")
+
+    async def scenario():
+        mine = asyncio.create_task(_ws_messages(f"{ws_base}/ws/progress/?key={alpha.keys['read']}", 3, timeout=20))
+        await asyncio.sleep(8.0)
+        await asyncio.to_thread(_run_job, alpha.slug)
+        return await mine
+
+    assert [m.get("state") for m in asyncio.run(scenario())[1:]] == ["started", "finished"]
+
+
 def _run_job(schema: str) -> None:
     with Progress(schema, "test-job", total=1, bar=False) as progress:
         progress.done = 1
