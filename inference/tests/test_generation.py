@@ -194,3 +194,18 @@ def test_knn_lm_interpolation_copies_from_the_datastore_and_replays(smol, alpha,
     assert run.params["knn_datastore"] == store.pk and run.params["knn_lambda"] == 0.9
     assert generation_replay(tenant=alpha.tenant, run=run).identical
     assert ProvEdge.objects.filter(source__ref=str(store.pk), type="wasDerivedFrom", target__ref=str(facts[0])).exists()
+
+
+def test_the_knn_build_command_reports_the_datastore_and_refuses_bad_input(smol, minilm, alpha, facts):  # noqa: F811
+    from io import StringIO
+
+    from django.core.management import CommandError, call_command
+
+    out = StringIO()
+    call_command("knn_build", "--tenant", alpha.slug, "--model", str(smol.pk), "--no-progress", stdout=out)
+    assert "datastore atom" in out.getvalue() and "entries" in out.getvalue()
+    for args in (["--model", "no-such-model"], ["--model", str(minilm.pk)], ["--model", str(smol.pk), "--max-atoms", "0"]):
+        with pytest.raises(CommandError):
+            call_command("knn_build", "--tenant", alpha.slug, "--no-progress", *args, stdout=StringIO())
+    with pytest.raises(CommandError):
+        call_command("knn_build", "--tenant", "nobody", "--model", "1", stdout=StringIO())
