@@ -152,7 +152,7 @@ def _gguf_tokenizer_json(meta: dict) -> str:
         tok = GGUFTokenizer(meta)
     except (ValueError, KeyError, TypeError) as exc:
         raise Unprocessable(f"The model's tokenizer cannot be rebuilt: {exc}") from None
-    return tok._tok.to_str()  # noqa: SLF001 (runtime exposes no serializer yet; requested)
+    return tok.to_json()
 
 
 def read_safetensors(path: Path) -> ModelFile:

@@ -63,6 +63,10 @@ class GGUFTokenizer:
         self._tok = tok
         self._bytes = byte_decoder()
 
+    def to_json(self) -> str:
+        """The rebuilt tokenizer as `tokenizers` JSON (what the model's tokenizer atom stores)."""
+        return self._tok.to_str()
+
     @property
     def vocab_size(self) -> int:
         return len(self.tokens)

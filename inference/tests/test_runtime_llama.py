@@ -67,6 +67,14 @@ def test_it_round_trips_text(tok):
         assert tok.decode(tok.encode(text)) == text
 
 
+def test_its_json_loads_as_the_same_tokenizer(tok):
+    from tokenizers import Tokenizer
+
+    again = Tokenizer.from_str(tok.to_json())
+    for text in TEXTS:
+        assert again.encode(text, add_special_tokens=False).ids == tok.encode(text)
+
+
 def test_it_tokenizes_like_llama_cpp(tok, peer):
     _, lc = peer
     for text in TEXTS:
