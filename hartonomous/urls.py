@@ -25,6 +25,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/", include(api_patterns)),
+    path("v1/", include("inference.api.openai_urls")),
     *([path("api/_bench/bare", BareView.as_view())] if settings.BENCH_ENDPOINTS else []),
     path("api/<path:rest>", api_not_found),
 ]

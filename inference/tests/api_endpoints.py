@@ -9,14 +9,14 @@ TINY_TOKENS = ["<unk>", "<s>", "</s>", "a", "b", "c", "d", "e", "f", "g", "h", "
 
 
 def write_tiny_gguf(path: Path, *, arch: str = "llama", bad_shape: bool = False, tokenizer: bool = True,
-                    seed: int = 0) -> Path:
+                    seed: int = 0, context: int = 64, chat_template: str | None = None) -> Path:
     """A 1-layer llama GGUF (F32, dim 32, vocab 16, GPT-2 style tokenizer) written with the gguf package."""
     import gguf
 
     w = gguf.GGUFWriter(str(path), arch)
     dim, ffn, vocab = 32, 64, len(TINY_TOKENS)
     w.add_block_count(1)
-    w.add_context_length(64)
+    w.add_context_length(context)
     w.add_embedding_length(dim)
     w.add_feed_forward_length(ffn)
     w.add_head_count(4)
@@ -29,6 +29,8 @@ def write_tiny_gguf(path: Path, *, arch: str = "llama", bad_shape: bool = False,
         w.add_token_merges(["a b"])
         w.add_bos_token_id(1)
         w.add_eos_token_id(2)
+        if chat_template:
+            w.add_chat_template(chat_template)
     rng = np.random.default_rng(seed)
     shapes = {"token_embd.weight": (vocab, dim), "output_norm.weight": (dim,), "blk.0.attn_norm.weight": (dim,),
               "blk.0.attn_q.weight": (dim, dim), "blk.0.attn_k.weight": (dim, dim), "blk.0.attn_v.weight": (dim, dim),
@@ -58,8 +60,91 @@ def make_tiny_model(owner) -> dict:
     return {"id": result.model.pk}
 
 
+TINY_CHAT = "{% for m in messages %}{{ m['content'] }} {% endfor %}"
+
+
+def make_generator(owner) -> dict:
+    """A tiny llama that can generate (a 256-token window), ingested into the owner's schema."""
+    from django.db import connection
+
+    from inference.services import model_ingest
+
+    connection.set_tenant(owner.tenant)
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            path = write_tiny_gguf(Path(d) / "tiny-gen.gguf", context=256, seed=3, chat_template=TINY_CHAT)
+            result = model_ingest(tenant=owner.tenant, path=path, name="tiny-gen")
+    finally:
+        connection.set_schema_to_public()
+    return {"id": result.model.pk}
+
+
+def make_generation(owner) -> dict:
+    """A completed run of the tiny generator over one fresh atom (unique text, so its SHA-256 names it
+    in no other tenant): {"id": run id, "atom": the atom's SHA-256}."""
+    import random
+
+    from django.db import connection
+
+    from atoms.bulk import atom_ingest_texts
+    from atoms.models import Atom
+    from inference.generation import GenerationSpec, generation_start
+    from inference.models import Model
+
+    model_id = make_generator(owner)["id"]
+    text = "".join(random.choices("abcdefgh", k=24))
+    connection.set_tenant(owner.tenant)
+    try:
+        atom_id = atom_ingest_texts(tenant=owner.tenant, texts=[text]).new_ids[0]
+        spec = GenerationSpec(model=Model.objects.get(pk=model_id), prompt="abc", source_ids=[atom_id],
+                              sampling={"max_tokens": 3})
+        done = list(generation_start(tenant=owner.tenant, spec=spec, principal="test:matrix"))[-1]
+        sha = Atom.objects.get(pk=atom_id).sha256
+    finally:
+        connection.set_schema_to_public()
+    return {"id": done["run"], "atom": sha}
+
+
 def _ids(body):
     return [row["id"] for row in body["results"]]
+
+
+def _generate_body(owner) -> dict:
+    return {"model": make_generator(owner)["id"], "prompt": "abc", "k": 0, "max_tokens": 2, "seed": 1}
+
+
+def _chat_body(owner) -> dict:
+    return {"model": make_generator(owner)["id"], "messages": [{"role": "user", "content": "abc"}],
+            "k": 0, "max_tokens": 2}
+
+
+_PROMPT = {"model": 1, "prompt": "abc"}
+_CHAT = {"model": "1", "messages": [{"role": "user", "content": "abc"}]}
+BAD_GENERATE = [
+    {}, {"model": 1}, {"prompt": "abc"}, {"model": "x", "prompt": "abc"}, {**_PROMPT, "prompt": ""},
+    {**_PROMPT, "prompt": "   "}, {**_PROMPT, "prompt": "x" * 40_000}, {**_PROMPT, "prompt": ["abc"]},
+    {**_PROMPT, "messages": [{"role": "user", "content": "q"}]}, {"model": 1, "messages": []},
+    {"model": 1, "messages": [{"role": "wizard", "content": "q"}]}, {"model": 1, "messages": [{"role": "user"}]},
+    {**_PROMPT, "k": -1}, {**_PROMPT, "k": 33}, {**_PROMPT, "k": "many"}, {**_PROMPT, "context_budget": 99_999},
+    {**_PROMPT, "knn_lambda": 1.0}, {**_PROMPT, "alternatives": 21}, {**_PROMPT, "metadata_filter": "tag"},
+    {**_PROMPT, "max_tokens": 0}, {**_PROMPT, "max_tokens": 10**6}, {**_PROMPT, "temperature": -1},
+    {**_PROMPT, "top_p": 0}, {**_PROMPT, "top_p": 1.5}, {**_PROMPT, "top_k": -1},
+    {**_PROMPT, "repetition_penalty": 0}, {**_PROMPT, "seed": -1}, {**_PROMPT, "stop": [""]},
+    {**_PROMPT, "stop": ["a"] * 17}, {**_PROMPT, "stop": 5}, {**_PROMPT, "stream": "maybe"},
+    {**_PROMPT, "sampling": {"temperature": 0.5}}, {**_PROMPT, "stop": ["a\x00"]},
+    {**_PROMPT, "metadata_filter": {"k": "v\x00"}},
+]
+BAD_CHAT = [
+    {}, {"model": "1"}, {"messages": _CHAT["messages"]}, {**_CHAT, "messages": []},
+    {**_CHAT, "messages": [{"role": "tool", "content": "q"}]}, {**_CHAT, "messages": [{"role": "user", "content": 5}]},
+    {**_CHAT, "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
+    {**_CHAT, "messages": [{"role": "user", "content": " "}]}, {**_CHAT, "n": 2}, {**_CHAT, "temperature": -1},
+    {**_CHAT, "max_tokens": 0}, {**_CHAT, "max_completion_tokens": 10**6}, {**_CHAT, "top_p": 2},
+    {**_CHAT, "stop": ["a"] * 17}, {**_CHAT, "seed": -5}, {**_CHAT, "presence_penalty": 1.0},
+    {**_CHAT, "tools": [{"type": "function", "function": {"name": "f"}}]}, {**_CHAT, "stream": "maybe"},
+    {**_CHAT, "messages": [{"role": "user", "content": "a\x00b"}]},
+    {**_CHAT, "messages": [{"role": "user", "content": [{"type": "text", "text": "a\x00"}]}]},
+]
 
 
 def _predict_body(owner) -> dict:
@@ -84,4 +169,16 @@ ENDPOINTS = [
                              {"model": 1, "kind": "embed", "text": "a", "texts": ["b"]},
                              {"model": 1, "kind": "complete", "text": "a", "stop": [""]},
                              {"model": "x", "kind": "embed", "text": "a"}]),
+    Endpoint("generate", "post", "/api/generate", "generate", body=_generate_body, invalid_bodies=BAD_GENERATE),
+    Endpoint("generation-list", "get", "/api/generations", "read", make=make_generation, list_ids=_ids,
+             invalid_bodies=[{"status": "weird"}, {"model": "x"}, {"limit": 0}]),
+    Endpoint("generation-get", "get", "/api/generations/{id}", "read", make=make_generation),
+    Endpoint("generation-replay", "post", "/api/generations/{id}/replay", "generate", make=make_generation,
+             ok_status=201),
+    Endpoint("atom-generations", "get", "/api/atoms/{atom}/generations", "read", make=make_generation,
+             invalid_bodies=[{"steps_per_run": -1}, {"steps_per_run": "x"}]),
+    Endpoint("openai-chat-completions", "post", "/v1/chat/completions", "generate", body=_chat_body,
+             invalid_bodies=BAD_CHAT),
+    Endpoint("openai-model-list", "get", "/v1/models", "read", make=make_generator,
+             list_ids=lambda body: [int(m["id"]) for m in body["data"]]),
 ]

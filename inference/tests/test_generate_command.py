@@ -8,9 +8,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
 
-from atoms.bulk import atom_ingest_texts
-from atoms.models import Atom
-from atoms.services import embed_atoms
+from inference.tests.helpers import text_atoms
 from inference.tests.test_models import smol  # noqa: F401 (module fixture)
 from provenance.models import GenerationRun
 
@@ -36,12 +34,9 @@ class Recorder(io.StringIO):
 
 @pytest.fixture
 def facts(alpha):
-    connection.set_tenant(alpha.tenant)
-    ids = atom_ingest_texts(tenant=alpha.tenant, texts=FACTS).new_ids
-    embed_atoms(atom_ids=ids)
-    by_text = dict(Atom.objects.filter(pk__in=ids).values_list("text", "id"))
+    ids = text_atoms(alpha.tenant, FACTS)
     connection.set_schema_to_public()
-    return [by_text[t] for t in FACTS]
+    return ids
 
 
 def test_it_prints_tokens_as_they_come_then_the_summary(smol, alpha, facts):  # noqa: F811

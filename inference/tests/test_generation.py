@@ -6,14 +6,13 @@ from decimal import Decimal
 import pytest
 from django.db import connection
 
-from atoms.bulk import atom_ingest_texts
 from atoms.models import Atom
-from atoms.services import embed_atoms
 from billing.models import CreditBalance, UsageEvent
 from hartonomous.errors import NotFound, PaymentRequired, Unprocessable, ValidationFailed
 from inference.generation import GenerationSpec, generation_start
 from inference.replay import generation_replay
 from inference.runtime import GGUFTokenizer, Llama, SamplingParams, generate
+from inference.tests.helpers import text_atoms
 from inference.tests.test_models import minilm, smol, smol_file  # noqa: F401 (module fixtures)
 from provenance.models import GenerationRun, GenerationSource, GenerationStep, ProvEdge, ProvNode
 from provenance.selectors import generations_for_atom
@@ -29,11 +28,7 @@ QUESTION = "The Zorblax protocol listens on port"
 
 @pytest.fixture
 def facts(alpha):
-    connection.set_tenant(alpha.tenant)
-    ids = atom_ingest_texts(tenant=alpha.tenant, texts=FACTS).new_ids
-    embed_atoms(atom_ids=ids)
-    by_text = dict(Atom.objects.filter(pk__in=ids).values_list("text", "id"))
-    return [by_text[t] for t in FACTS]
+    return text_atoms(alpha.tenant, FACTS)
 
 
 def run_all(stream) -> list[dict]:
