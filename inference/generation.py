@@ -28,7 +28,7 @@ from atoms.models import Atom
 from hartonomous.errors import NotFound, Unprocessable, ValidationFailed
 
 from .models import Model
-from .runtime.context import Context, Source, attribution_layers, build_context, span_mass
+from .runtime.context import ATTRIBUTION_LAYERS, Context, Source, attribution_layers, build_context, span_mass
 
 __all__ = ["GenerationSpec", "GenerationStream", "generation_start", "MAX_PROMPT_CHARS"]
 
@@ -53,7 +53,7 @@ class GenerationSpec:
     sampling: dict = field(default_factory=dict)
     knn_lambda: float = 0.0
     alternatives: int = 5
-    attribution_layers: int = 6
+    attribution_layers: int = ATTRIBUTION_LAYERS
     source_ids: list[int] | None = None    # use these atoms, in this order, instead of searching
     knn_datastore: int | None = None        # the datastore atom to use (default: the model's latest)
     metadata_filter: dict | None = None     # restrict retrieval to atoms whose metadata contains this

@@ -192,11 +192,12 @@ def bench_spoken(tenant, voices: list[str], speeds: list[int]) -> dict:
 
 def build_video(path: Path, voices: list[str], slot: float = 5.0, seed: int = 0) -> list[int]:
     """A video of len(voices) passes over the digits 0-9 (shuffled per pass): slot seconds per digit,
-    its image on screen and its name spoken (four times) through the slot. -> the digit of each slot."""
+    a handwritten sample of it on screen each second and its name spoken (four times)
+    through the slot. -> the digit of each slot."""
     from sklearn.datasets import load_digits
 
     d = load_digits()
-    first = {k: int(np.flatnonzero(d.target == k)[0]) for k in range(10)}
+    samples = {k: np.flatnonzero(d.target == k) for k in range(10)}
     rng = np.random.default_rng(seed)
     tmp = Path(tempfile.mkdtemp(prefix="bench_video_"))
     order: list[int] = []
@@ -204,10 +205,11 @@ def build_video(path: Path, voices: list[str], slot: float = 5.0, seed: int = 0)
     for voice in voices:
         for digit in rng.permutation(10):
             digit = int(digit)
-            for second in range(int(slot)):  # the same image every second and on every pass: identical
-                # frames are one atom whose PART_OF edge lists each time it is on screen
+            for second in range(int(slot)):  # each second another handwritten sample of the digit, as
+                # unmodified images (a sample shown again would be the same atom, its edge listing both times)
+                pick = samples[digit][(len(order) * int(slot) + second) % len(samples[digit])]
                 (tmp / f"frame{len(order) * int(slot) + second:05d}.png").write_bytes(
-                    digit_png(d.images[first[digit]], side=128))
+                    digit_png(d.images[pick], side=128))
             wav = tmp / "w.wav"
             speak(". ".join([WORDS[digit]] * 4), voice, 160, wav)  # the name said through the slot
             samples, sr = read_wav(wav)
@@ -312,8 +314,9 @@ def render(speed: dict, digits: dict | None, spoken: dict | None, xm: dict | Non
               "- Cross-modal: the name is said four times through each 5 s slot. With ONE utterance per slot",
               "  (~0.6 s of speech, 4.4 s of silence) the audio segments cluster by voice (silhouette picks k=2)",
               "  and only 1 of 3 image<->audio edges joined the same digit (33%): the audio embedding of a",
-              "  mostly silent 5 s segment does not carry the word. The video repeats each digit's image unchanged",
-              "  (no added noise): identical frames are one atom, and its PART_OF edge lists every occurrence.",
+              "  mostly silent 5 s segment does not carry the word. The frames are unmodified handwritten samples",
+              "  of the digit (a different one each second); identical frames would be one atom whose PART_OF",
+              "  edge lists every time it is on screen, and binding counts each of those times.",
               ""]
     return "\n".join(lines) + "\n"
 

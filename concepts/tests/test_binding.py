@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 from django.db import connection
-
 from django.utils import timezone
 
 from atoms.models import Atom, AtomRelation
@@ -111,3 +110,4 @@ def test_an_atom_shown_again_counts_in_the_bucket_of_every_occurrence(alpha):
     result = concepts_bind(tenant=alpha.tenant)
     assert result.contexts == 12 and result.edges == 4 and result.cross_modal == 4
     assert all(e.metadata["count"] == 3 for e in AtomRelation.objects.filter(relation__in=["RELATED_TO", "IS_A"]))
+

@@ -14,8 +14,11 @@ probabilities of its position over the context in layer l (H heads, rows summing
 
     mass(source) = 1/|L| * sum_{l in L} 1/H * sum_h sum_{p in span(source)} A_l[h, p]
 
-with L the last `ATTRIBUTION_LAYERS` layers. It is the share of the token's attention that reads the
-source, in [0, 1]; the masses of all sources plus the prompt and the generated text sum to 1.
+with L the `ATTRIBUTION_LAYERS` layers that end at 4/5 of the depth (SmolLM2's 30 layers: 15..23). It
+is the share of the token's attention that reads the source, in [0, 1]; the masses of all sources plus
+the lead, the prompt and the generated text sum to 1. Measured on SmolLM2: the copying happens in the
+upper-middle layers (17-22 put 25-45% of a copied token's attention on its source), while the last six
+layers give every source under 6% — averaging over "the last layers" credited the wrong source.
 """
 from __future__ import annotations
 
@@ -28,8 +31,9 @@ import native
 
 __all__ = ["ATTRIBUTION_LAYERS", "Context", "Source", "attribution_layers", "build_context", "span_mass"]
 
-ATTRIBUTION_LAYERS = 6
+ATTRIBUTION_LAYERS = 9
 SEPARATOR = "\n\n"
+RAW_LEAD = "\n"
 MIN_SOURCE_TOKENS = 16        # a source cut to fewer tokens than this is left out instead
 CHAT_PREAMBLE = "Use the following context to answer.\n\n"
 _SLOT = "\u0000CONTEXT\u0000"
@@ -57,7 +61,9 @@ class Context:
 
 
 def attribution_layers(n_layer: int, count: int = ATTRIBUTION_LAYERS) -> list[int]:
-    return list(range(max(0, n_layer - count), n_layer))
+    """The `count` layers that end at 4/5 of the depth (all layers when there are fewer)."""
+    end = max(1, (4 * n_layer) // 5)
+    return list(range(max(0, end - count), end))
 
 
 def _fit(tokenizer, sources: Sequence[Source], budget: int) -> tuple[list[Source], list[list[int]], list[bool]]:
@@ -93,7 +99,7 @@ def build_context(tokenizer, sources: Sequence[Source], *, prompt: str | None = 
         raise ValueError("budget must be >= 0")
     kept, pieces, cut = _fit(tokenizer, sources, budget)
     if messages is None:
-        head: list[int] = []
+        head = tokenizer.encode(RAW_LEAD, add_bos=False, special=False) if kept else []
         tail = tokenizer.encode(prompt, special=False)
         tail_prefix: list[int] = []
     else:

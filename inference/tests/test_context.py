@@ -19,6 +19,7 @@ def test_spans_cover_exactly_each_source(tok):
         assert tok.decode(ctx.tokens[a:b]) == src.text + "\n\n"
     a, b = ctx.prompt_span
     assert tok.decode(ctx.tokens[a:b]) == "Which port does Zorblax use?" and b == len(ctx.tokens)
+    assert tok.decode(ctx.tokens[:ctx.spans[0][0]]) == "\n"  # the lead takes the first position's attention sink
 
 
 def test_it_keeps_to_the_budget_cutting_the_last_source(tok):
@@ -73,10 +74,18 @@ def test_span_mass_validates():
         native.span_mass(np.full((1, 1, 3), np.nan, np.float32), np.array([[0, 1]]))
 
 
-def test_a_source_the_model_copies_from_gets_the_mass(model, tok):
-    ctx = build_context(tok, DOCS[:2], prompt="The Zorblax protocol uses port", budget=200)
-    cache = model.new_cache()
-    layers = attribution_layers(model.config.n_layer)
-    res = model.forward(ctx.tokens, cache, attention_layers=layers)
+@pytest.mark.parametrize("order", [[0, 1, 3], [1, 3, 0], [3, 0, 1]])
+def test_the_source_the_model_copies_from_gets_the_mass_wherever_it_stands(model, tok, order):
+    docs = DOCS[:2] + [Source(4, "The Quillfeather library renders vector maps in the browser using WebGL shaders.")]
+    ctx = build_context(tok, [docs[i] if i < 2 else docs[2] for i in order], prompt="The Zorblax protocol uses port",
+                        budget=300)
+    res = model.forward(ctx.tokens, model.new_cache(), attention_layers=attribution_layers(model.config.n_layer))
     mass = span_mass(res.attention, ctx.spans)
-    assert mass[0] > 2 * mass[1] and 0 < mass.sum() <= 1.0001
+    zorblax = [s.atom_id for s in ctx.sources].index(1)
+    others = [m for i, m in enumerate(mass) if i != zorblax]
+    assert mass[zorblax] > 1.5 * max(others) and 0 < mass.sum() <= 1.0001, mass
+
+
+def test_the_attribution_band_ends_at_four_fifths_of_the_depth():
+    assert attribution_layers(30) == list(range(15, 24))
+    assert attribution_layers(30, 3) == [21, 22, 23] and attribution_layers(2, 9) == [0]
