@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from django.db import transaction
 from django.db.models import F
@@ -20,7 +21,7 @@ from .models import GenerationRun, GenerationSource, GenerationStep, RunStatus
 from .services import activity_record, in_tenant
 
 __all__ = ["SourceSnapshot", "StepRecord", "context_digest", "generation_run_close", "generation_run_open",
-           "generation_steps_append"]
+           "generation_runs_reap", "generation_steps_append"]
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,10 @@ def generation_run_close(*, tenant, run: GenerationRun, status: str, finish_reas
     if status not in RunStatus.values or status == RunStatus.RUNNING:
         raise ValueError(f"cannot close a run as {status!r}")
     with in_tenant(tenant), transaction.atomic():
+        current = GenerationRun.objects.select_for_update().filter(pk=run.pk).values_list("status", flat=True).first()
+        if current != RunStatus.RUNNING:  # closed already (the reaper and a late finisher): first one wins
+            run.refresh_from_db()
+            return run
         run.refresh_from_db(fields=["tokens_out"])
         run.status, run.finish_reason, run.text = status, finish_reason[:24], text
         run.finished_at, run.ttft_ms, run.duration_ms = timezone.now(), ttft_ms, duration_ms
@@ -102,3 +107,31 @@ def generation_run_close(*, tenant, run: GenerationRun, status: str, finish_reas
                         attributes={"run": run.pk, "model": run.model_id, "model_digest": run.model_digest,
                                     "tokens": run.tokens_out, "finish_reason": run.finish_reason})
         return run
+
+
+ABANDONED_AFTER = timedelta(minutes=30)
+
+
+def _recorded_masses(run: GenerationRun) -> tuple[dict[int, float], dict[int, int], str]:
+    masses, tops, pieces = {}, {}, []
+    for step in run.steps.order_by("position").only("text", "attributions", "top_atom_id"):
+        pieces.append(step.text)
+        for a in step.attributions:
+            masses[a["atom"]] = masses.get(a["atom"], 0.0) + a["mass"]
+        if step.top_atom_id is not None:
+            tops[step.top_atom_id] = tops.get(step.top_atom_id, 0) + 1
+    return masses, tops, "".join(pieces)
+
+
+def generation_runs_reap(*, tenant, older_than: timedelta = ABANDONED_AFTER) -> list[int]:
+    """Close runs still `running` long after they began — a client gone before its stream started, a
+    process killed mid-generation — as cancelled / "abandoned", with what their recorded steps hold."""
+    with in_tenant(tenant):
+        stale = list(GenerationRun.objects.filter(status=RunStatus.RUNNING, created_at__lt=timezone.now() - older_than))
+        for run in stale:
+            masses, tops, text = _recorded_masses(run)
+            generation_run_close(tenant=tenant, run=run, status=RunStatus.CANCELLED, finish_reason="abandoned",
+                                 text=text, masses=masses, top_steps=tops, ttft_ms=None,
+                                 duration_ms=(timezone.now() - run.created_at).total_seconds() * 1000,
+                                 agent=run.principal or "generate")
+        return [run.pk for run in stale]

@@ -2,4 +2,5 @@ from datetime import timedelta
 
 SCHEDULE = {
     "provenance-replicate": {"task": "provenance.replicate_all", "schedule": timedelta(seconds=5)},
+    "provenance-reap-generations": {"task": "provenance.reap_generations", "schedule": timedelta(minutes=10)},
 }

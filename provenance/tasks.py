@@ -36,3 +36,17 @@ def record_ingest_task(schema: str, root_id: int | None, new_ids: list[int], sou
         root = Atom.objects.filter(pk=root_id).first() if root_id else None
     record_ingest(tenant=tenant, root=root, new_ids=new_ids, source_kind=source_kind, source_uri=source_uri)
     return len(new_ids)
+
+
+@shared_task(name="provenance.reap_generations", acks_late=True)
+def reap_generations_task() -> dict[str, list[int]]:
+    """Beat: close generation runs left running (see atomicstream.generation_runs_reap), every tenant."""
+    from tenants.models import Tenant
+
+    from .atomicstream import generation_runs_reap
+
+    closed = {}
+    for tenant in Tenant.objects.filter(schema_name__in=tenant_schemas()):
+        if reaped := generation_runs_reap(tenant=tenant):
+            closed[tenant.schema_name] = reaped
+    return closed

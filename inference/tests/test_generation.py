@@ -9,6 +9,7 @@ from django.db import connection
 from atoms.models import Atom
 from billing.models import CreditBalance, UsageEvent
 from hartonomous.errors import NotFound, PaymentRequired, Unprocessable, ValidationFailed
+from inference.generation import FLUSH_EVERY as FLUSH
 from inference.generation import GenerationSpec, generation_start
 from inference.replay import generation_replay
 from inference.runtime import GGUFTokenizer, Llama, SamplingParams, generate
@@ -204,3 +205,29 @@ def test_the_knn_build_command_reports_the_datastore_and_refuses_bad_input(smol,
             call_command("knn_build", "--tenant", alpha.slug, "--no-progress", *args, stdout=StringIO())
     with pytest.raises(CommandError):
         call_command("knn_build", "--tenant", "nobody", "--model", "1", stdout=StringIO())
+
+
+def test_runs_left_running_are_reaped_with_their_recorded_steps(smol, alpha, beta, facts):  # noqa: F811
+    from datetime import timedelta
+
+    from provenance.atomicstream import generation_runs_reap
+
+    stream = generation_start(tenant=alpha.tenant, spec=GenerationSpec(model=smol, prompt=QUESTION, k=2,
+                                                                         sampling={"max_tokens": 40}))
+    events = iter(stream)
+    for _ in range(FLUSH + 3):   # run event + a flushed batch + some buffered tokens, then the process "dies"
+        next(events)
+    run = GenerationRun.objects.get(pk=stream.run.pk)
+    assert run.status == "running" and run.steps.count() == FLUSH
+    assert generation_runs_reap(tenant=alpha.tenant) == []  # not old yet
+    GenerationRun.objects.filter(pk=run.pk).update(created_at=run.created_at - timedelta(hours=1))
+    assert generation_runs_reap(tenant=beta.tenant) == []   # another tenant's reaper sees nothing of alpha
+    assert generation_runs_reap(tenant=alpha.tenant) == [run.pk]
+    run.refresh_from_db()
+    assert (run.status, run.finish_reason, run.tokens_out) == ("cancelled", "abandoned", FLUSH)
+    assert GenerationSource.objects.get(run=run, atom_id=facts[0]).mass_total > 0
+    assert ProvNode.objects.filter(kind="run", ref=str(run.pk)).exists()
+    stream.close()  # the "dead" stream finishing late changes nothing: the first close wins
+    run.refresh_from_db()
+    assert (run.status, run.finish_reason) == ("cancelled", "abandoned")
+    assert ProvEdge.objects.filter(source__kind="activity", source__ref=f"generate:{run.pk}", type="used").count() == 2
