@@ -28,7 +28,14 @@ from atoms.models import Atom
 from hartonomous.errors import NotFound, Unprocessable, ValidationFailed
 
 from .models import Model
-from .runtime.context import ATTRIBUTION_LAYERS, Context, Source, attribution_layers, build_context, span_mass
+from .runtime.context import (
+    ATTRIBUTION_LAYERS,
+    Context,
+    Source,
+    attribution_layers,
+    build_context,
+    span_mass,
+)
 
 __all__ = ["GenerationSpec", "GenerationStream", "generation_start", "MAX_PROMPT_CHARS"]
 
