@@ -148,6 +148,8 @@ USE_I18N = True
 USE_TZ = True
 STATIC_URL = "/static/"
 STATIC_ROOT = HOME / "static"
+# POST /api/models {"path"} may only read model files under these folders (the command has no limit)
+MODEL_IMPORT_ROOTS = env_list("MODEL_ROOTS", [str(HOME / "models")])
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},

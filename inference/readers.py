@@ -3,6 +3,7 @@ type tables) and safetensors, with the architecture and shape checks ingestion r
 from __future__ import annotations
 
 import json
+import os
 import math
 import struct
 from dataclasses import dataclass, field
@@ -11,7 +12,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from hartonomous.errors import NotFound, Unprocessable
+from hartonomous.errors import Forbidden, NotFound, Unprocessable
 
 GGUF_MAGIC = b"GGUF"
 SUPPORTED_ARCHITECTURES = {"gguf": {"llama"}, "safetensors": {"bert"}}
@@ -256,6 +257,18 @@ def read_model_file(path: Path) -> ModelFile:
     if path.suffix == ".safetensors":
         return read_safetensors(path)
     raise Unprocessable("Unknown model format (expected GGUF or safetensors).", details={"path": str(path)})
+
+
+def check_import_path(path: str | Path, roots: list[str]) -> None:
+    """Refuse (403) a path outside the allowed model folders, symlinks and `..` resolved first: an API
+    caller must not make the server read arbitrary files."""
+    real = Path(os.path.realpath(path))
+    for root in roots:
+        base = Path(os.path.realpath(root))
+        if real == base or base in real.parents:
+            return
+    raise Forbidden("The path is outside the folders models may be imported from.",
+                    details={"path": str(path), "allowed": [str(r) for r in roots]})
 
 
 def resolve_model_path(path: str | Path) -> Path:

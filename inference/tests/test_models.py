@@ -217,3 +217,20 @@ def test_it_ingests_with_the_command_and_reports_errors(alpha, tmp_path):
         call_command("ingest_model", str(bad), tenant=alpha.slug, no_progress=True, stdout=out)
     with pytest.raises(CommandError):
         call_command("ingest_model", str(tmp_path / "missing.gguf"), tenant=alpha.slug, no_progress=True)
+
+
+def test_the_api_imports_model_files_only_from_the_allowed_folders(alpha, api, tmp_path):
+    from tests.api_matrix import assert_error_shape
+
+    outside = write_tiny_gguf(tmp_path / "outside.gguf", seed=11)
+    inside_root = Path(settings.MODEL_IMPORT_ROOTS[0])
+    inside_root.mkdir(parents=True, exist_ok=True)
+    sneaky = inside_root / "link.gguf"
+    sneaky.unlink(missing_ok=True)
+    sneaky.symlink_to(outside)
+    for path in (outside, sneaky, inside_root / ".." / "outside.gguf", "/etc/passwd"):
+        r = api(alpha.keys["all"]).post("/api/models", {"path": str(path)})
+        assert_error_shape(r, 403)
+    connection.set_tenant(alpha.tenant)
+    assert not Model.objects.filter(source_uri__contains="outside").exists()
+    sneaky.unlink()
