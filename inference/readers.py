@@ -3,8 +3,8 @@ type tables) and safetensors, with the architecture and shape checks ingestion r
 from __future__ import annotations
 
 import json
-import os
 import math
+import os
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
