@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -100,6 +101,31 @@ def _vec(vector) -> str:
     return "[" + ",".join(f"{float(v):.8g}" for v in vector) + "]"
 
 
+_ef_source = None  # () -> int | None: the tenant's tuned ef_search (registered by the autonomy app)
+_ef_cache: dict[str, tuple[float, int | None]] = {}
+EF_CACHE_SECONDS = 10.0
+
+
+def register_ef_search_source(fn) -> None:
+    """A higher layer (autonomy's reindex executor tunes it) tells search where the tenant's ef_search is."""
+    global _ef_source
+    _ef_source = fn
+    _ef_cache.clear()
+
+
+def effective_ef_search(k: int, requested: int | None = None) -> int:
+    """The ef_search a search uses: the request's, else the tenant's tuned value (cached 10 s per
+    schema), else HARTONOMOUS_SEARCH_EF_SEARCH; never below k."""
+    ef = requested
+    if ef is None and _ef_source is not None:
+        schema, now = connection.schema_name, time.monotonic()
+        hit = _ef_cache.get(schema)
+        if hit is None or now - hit[0] > EF_CACHE_SECONDS:
+            hit = _ef_cache[schema] = (now, _ef_source())
+        ef = hit[1]
+    return max(int(ef or settings.SEARCH_EF_SEARCH), k)
+
+
 def vector_candidates(*, vector: np.ndarray, model: str, k: int, filters: AtomFilters,
                       ef_search: int | None = None) -> list[tuple[int, float]]:
     """(atom id, cosine) from the HNSW index of `model`, filtered without losing results
@@ -107,7 +133,7 @@ def vector_candidates(*, vector: np.ndarray, model: str, k: int, filters: AtomFi
     dim = int(vector.shape[0])
     where, params = filters.sql("a")
     region, region_params = filters.region_sql("e")
-    ef = ef_search or max(settings.SEARCH_EF_SEARCH, k)
+    ef = effective_ef_search(k, ef_search)
     sql = f"""
         SELECT id, 1 - dist FROM (
           SELECT e.atom_id AS id, (e.vector::vector({dim}) <=> %s::vector({dim})) AS dist

@@ -2,6 +2,7 @@
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.db import connection
 
 from autonomy.executors import Context, Refused, executor_for, network_isolation_available
@@ -132,7 +133,7 @@ def test_it_refuses_api_calls_to_anything_but_internal_services(alpha):
     assert "balance" in executor.run({"service": "credit_balance"}, ctx)["result"]
 
 
-def test_it_tunes_ef_search_and_reindexes(alpha):
+def test_it_tunes_ef_search_and_reindexes(alpha, beta):
     from autonomy.models import IndexSettings
 
     connection.set_tenant(alpha.tenant)
@@ -141,8 +142,17 @@ def test_it_tunes_ef_search_and_reindexes(alpha):
                 {"op": "set_ef_search", "ef_search": "40"}):
         with pytest.raises(Refused):
             executor.check(bad, ctx)
-    executor.run({"op": "set_ef_search", "ef_search": 64}, ctx)
-    assert IndexSettings.objects.get().ef_search == 64
+    from atoms.selectors import _ef_cache, effective_ef_search
+
+    _ef_cache.clear()
+    assert effective_ef_search(10) == settings.SEARCH_EF_SEARCH  # nothing tuned yet
+    executor.run({"op": "set_ef_search", "ef_search": 264}, ctx)
+    assert IndexSettings.objects.get().ef_search == 264
+    _ef_cache.clear()  # (search re-reads the tuned value within 10 s anyway)
+    assert effective_ef_search(10) == 264 and effective_ef_search(300) == 300 and effective_ef_search(10, 50) == 50
+    connection.set_tenant(beta.tenant)
+    assert effective_ef_search(10) == settings.SEARCH_EF_SEARCH  # beta's searches keep their own setting
+    connection.set_tenant(alpha.tenant)
     out = executor.run({"op": "rebuild", "model": "all-MiniLM-L6-v2"}, ctx)
     assert out["statement"].startswith(f'REINDEX INDEX "{alpha.slug}".')
 
