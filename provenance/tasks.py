@@ -50,3 +50,13 @@ def reap_generations_task() -> dict[str, list[int]]:
         if reaped := generation_runs_reap(tenant=tenant):
             closed[tenant.schema_name] = reaped
     return closed
+
+
+@shared_task(name="provenance.prune_outbox", acks_late=True)
+def prune_outbox_task() -> dict[str, int]:
+    """Beat (daily): keep every tenant's outbox bounded (see provenance/outbox.py)."""
+    from tenants.models import Tenant
+
+    from .outbox import outbox_prune
+
+    return {t.schema_name: outbox_prune(tenant=t) for t in Tenant.objects.filter(schema_name__in=tenant_schemas())}

@@ -140,3 +140,52 @@ def test_it_checks_the_replica_against_postgres(alpha, beta, replica):
     call_command("check_replica", schema="alpha", stdout=StringIO())
     assert os.environ["NEO4J_URI"] == replica
 
+
+
+def test_without_a_replica_the_outbox_is_pruned_and_a_resync_rebuilds_it(alpha, beta, monkeypatch):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from provenance.outbox import outbox_prune, outbox_resync
+
+    monkeypatch.delenv("NEO4J_URI", raising=False)  # no replica configured
+    _graph(alpha.tenant, 3)
+    _graph(beta.tenant, 1)
+    connection.set_tenant(alpha.tenant)
+    pending = OutboxEvent.objects.count()
+    assert pending > 0 and outbox_prune(tenant=alpha.tenant) == 0  # young events stay
+    OutboxEvent.objects.update(created_at=timezone.now() - timedelta(days=30))
+    assert outbox_prune(tenant=alpha.tenant) == pending and not OutboxEvent.objects.exists()
+    connection.set_tenant(beta.tenant)
+    assert OutboxEvent.objects.exists()  # beta's outbox is beta's business
+    counts = _pg_counts(alpha.tenant)
+    assert outbox_resync(tenant=alpha.tenant) == counts["nodes"] + counts["edges"]
+
+
+def test_with_a_replica_only_sent_events_are_pruned_and_a_resync_replicates_all(alpha, replica):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from provenance.outbox import outbox_prune
+
+    _graph(alpha.tenant, 3)
+    connection.set_tenant(alpha.tenant)
+    first = OutboxEvent.objects.order_by("id").first()
+    replicate_batch(schema=alpha.slug)
+    OutboxEvent.objects.update(created_at=timezone.now() - timedelta(days=30))
+    _graph(alpha.tenant, 1)  # new, unsent
+    connection.set_tenant(alpha.tenant)
+    OutboxEvent.objects.filter(sent_at__isnull=True).update(created_at=timezone.now() - timedelta(days=30))
+    unsent = OutboxEvent.objects.filter(sent_at__isnull=True).count()
+    assert outbox_prune(tenant=alpha.tenant) > 0
+    assert OutboxEvent.objects.count() == unsent and not OutboxEvent.objects.filter(pk=first.pk).exists()
+    from provenance.replica import _session
+
+    with _session() as session:  # the replica lost everything: a resync brings it all back
+        session.run("MATCH (n) DETACH DELETE n").consume()
+    out = StringIO()
+    call_command("replica_resync", "--schema", alpha.slug, "--now", stdout=out)
+    assert "queued" in out.getvalue() and replica_counts(schema=alpha.slug) == _pg_counts(alpha.tenant)
+
