@@ -2,7 +2,6 @@
 value is worse, or raises Unavailable when the part of the system it reads does not exist (yet)."""
 from __future__ import annotations
 
-import re
 from datetime import timedelta
 from decimal import Decimal
 
@@ -77,34 +76,28 @@ def dead_letter_growth(tenant) -> tuple[float, dict]:
     return float(recent), {"dead": dead.count(), "last_24h": recent}
 
 
-def _generation_texts(limit: int = 50) -> list[str]:
-    try:
-        from inference import models as inference_models
-    except ImportError:
-        raise Unavailable("inference app not importable") from None
-    for name in ("Generation", "GenerationRecord", "Completion"):
-        model = getattr(inference_models, name, None)
-        if model is None:
-            continue
-        for field in ("output_text", "output", "text", "completion"):
-            if any(f.name == field for f in model._meta.get_fields()):
-                return [t for t in model.objects.order_by("-pk").values_list(field, flat=True)[:limit] if t]
-    raise Unavailable("no generation records in the inference app yet")
+def _generation_tokens(limit: int = 50) -> list[np.ndarray]:
+    """The generated token ids of the tenant's latest finished generation runs (the AtomicStream)."""
+    from provenance.models import GenerationRun, GenerationStep
+
+    runs = list(GenerationRun.objects.exclude(status="running").order_by("-created_at")
+                .values_list("pk", flat=True)[:limit])
+    by_run: dict[int, list[int]] = {}
+    for run, token in (GenerationStep.objects.filter(run_id__in=runs).order_by("run_id", "position")
+                       .values_list("run_id", "token_id")):
+        by_run.setdefault(run, []).append(token)
+    return [np.asarray(tokens, np.int32) for tokens in by_run.values()]
 
 
 def boredom(tenant) -> tuple[float, dict]:
+    """Mean native.boredom over recent generations' token ids (high: they repeat themselves)."""
     import native
 
-    texts = _generation_texts()
-    if not texts:
+    seqs = [s for s in _generation_tokens() if len(s) >= 4]
+    if not seqs:
         return 0.0, {"generations": 0}
-    values = []
-    for text in texts:
-        words = re.findall(r"\w+", text.lower())
-        if len(words) >= 4:
-            vocab: dict[str, int] = {}
-            values.append(float(native.boredom(np.array([vocab.setdefault(w, len(vocab)) for w in words], np.int32))))
-    return (float(np.mean(values)) if values else 0.0), {"generations": len(texts)}
+    values = [float(native.boredom(s)) for s in seqs]
+    return float(np.mean(values)), {"generations": len(seqs), "max": max(values)}
 
 
 def poor_searches(tenant) -> tuple[float, dict]:
