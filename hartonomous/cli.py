@@ -184,7 +184,27 @@ def demo_concepts(tenant_slug: str, api_key: str, base: str) -> None:
     print(f"""Concepts: curl -H "Authorization: Bearer {api_key}" {base}/api/concepts""")
 
 
-DEMO_STEPS: list = [demo_ingest, demo_models, demo_concepts]  # each takes (tenant_slug, api_key, base_url)
+def demo_generate(tenant_slug: str, api_key: str, base: str) -> None:
+    """Answer one question with SmolLM2 over the demo atoms, tokens streamed with their top sources."""
+    from django.core.management import call_command
+    from django.db import connection
+
+    from inference.models import Model
+    from tenants.selectors import tenant_by_slug
+
+    connection.set_tenant(tenant_by_slug(slug=tenant_slug))
+    model = Model.objects.filter(architecture="llama").order_by("-created_at").first()
+    if model is None:
+        return
+    question = "What does hybrid search combine?"
+    print(f"generating over the demo atoms with model {model.pk} ({model.name}): {question}")
+    call_command("generate", tenant=tenant_slug, model=str(model.pk), prompt=question, k=3, max_tokens=48)
+    print(f"""Stream it (Server-Sent Events, one event per token with its attributions):
+  curl -N -H "Authorization: Bearer {api_key}" -H 'Content-Type: application/json' \\
+       -d '{{"model": {model.pk}, "prompt": "{question}", "k": 3, "stream": true}}' {base}/api/generate""")
+
+
+DEMO_STEPS: list = [demo_ingest, demo_models, demo_concepts, demo_generate]  # each takes (tenant, key, base_url)
 
 
 def cmd_demo(args) -> int:
