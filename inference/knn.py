@@ -77,9 +77,7 @@ def knn_datastore_build(*, tenant, model: Model, max_atoms: int = 5000, max_toke
     if not token_lists:
         raise Unprocessable("The tenant has no text atoms to build a kNN-LM datastore from.")
     with loaded.lock:
-        ds = knnlm.datastore_build(loaded.llama, token_lists, groups=ids, window=WINDOW)
-    if progress is not None:
-        progress(total)
+        ds = knnlm.datastore_build(loaded.llama, token_lists, groups=ids, window=WINDOW, progress=progress)
     meta = {"kind": KIND, "model": model.pk, "model_digest": model.root.sha256, "atoms": len(ids),
             "entries": len(ds), "tokens": total}
     atom = _store(knnlm.save(ds), meta)

@@ -19,7 +19,7 @@ No Django here: `save(ds) -> bytes` / `load(bytes)` (npz) let the caller store a
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,7 +89,8 @@ def _output_norm(llama) -> tuple[np.ndarray, float]:
 
 
 def datastore_build(llama, token_lists: Sequence[Sequence[int]], *, groups: Sequence[int] | None = None,
-                    window: int | None = None, stride: int | None = None) -> Datastore:
+                    window: int | None = None, stride: int | None = None,
+                    progress: Callable[[int], None] | None = None) -> Datastore:
     """One entry per position that has a next token, from batched all-position forwards.
 
     A text longer than `window` (default: the model's n_ctx) is read in windows of `window` tokens that
@@ -113,6 +114,8 @@ def datastore_build(llama, token_lists: Sequence[Sequence[int]], *, groups: Sequ
         keys.append(context_keys(hidden, weight, eps).astype(np.float16))
         values.append(nxt)
         tags.append(np.full(len(nxt), group, np.int64))
+        if progress is not None:
+            progress(len(tokens))
     return _sorted_store(keys, values, tags, weight, eps, llama.config.vocab)
 
 

@@ -36,8 +36,7 @@ class Command(BaseCommand):
         tenant_obj = activate_tenant(tenant)
         found = find_model(model)
         try:
-            with Progress(tenant_obj.schema_name, "knn_build", total=max_tokens, bar=not no_progress,
-                          unit="tok") as bar:
+            with Progress(tenant_obj.schema_name, "knn_build", total=None, bar=not no_progress, unit="tok") as bar:
                 atom = knn_datastore_build(tenant=tenant_obj, model=found, max_atoms=max_atoms,
                                            max_tokens=max_tokens, progress=bar.advance)
         except ApplicationError as exc:
