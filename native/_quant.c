@@ -90,7 +90,7 @@ static void dequant_row(int t, const uint8_t *src, float *dst, int64_t cols) {
 }
 
 /* activation quantization, as llama.cpp's x86 quantize_row_q8_0 / quantize_row_q8_1 */
-static void quantize_act_row(const float *x, int64_t cols, int at, uint8_t *out) {
+static void quantize_act_row_scalar(const float *x, int64_t cols, int at, uint8_t *out) {
     const int bs = block_size(at), hdr = at == T_Q8_1 ? 4 : 2;
     for (int64_t b = 0; b < cols / QK; b++, x += QK, out += bs) {
         float amax = 0.0f;
@@ -290,6 +290,103 @@ AVX2 static void dot4_q_multi_avx2(int wt, const uint8_t *w, int64_t wrs, const 
     }
 }
 
+/* dot4_q_avx2 with AVX512-VNNI (256-bit vpdpbusd) for Q4_1 and Q8_0: the same four fma chains, bit for bit.
+ * vpdpbusd sums the four u8*s8 products of each 32-bit lane exactly, as maddubs + madd(1) do (no 16-bit
+ * saturation is possible: |q8| <= 127, nibbles <= 15). The four rows' f16 scales (and Q4_1 mins) are
+ * converted in one vcvtph2ps; d_w*d_x is the same single multiply per lane, and each Q4_1 min sum is the
+ * same fmaf chain held in its own vector lane. */
+#define VNNI __attribute__((target("avx2,fma,f16c,avx512f,avx512vl,avx512vnni")))
+static int use_vnni = 0;
+static int vnni_supported(void);
+
+VNNI static void dot4_q_vnni(int wt, const uint8_t *w, int64_t wrs, const uint8_t *a, int64_t nb, float *out) {
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps(), acc2 = _mm256_setzero_ps(), acc3 = _mm256_setzero_ps();
+    const __m256i i0 = _mm256_set1_epi32(0), i1 = _mm256_set1_epi32(1), i2 = _mm256_set1_epi32(2), i3 = _mm256_set1_epi32(3);
+    if (wt == T_Q4_1) {
+        const __m256i i4 = _mm256_set1_epi32(4), i6 = _mm256_set1_epi32(6);
+        const __m256i m4 = _mm256_set1_epi8(0x0F), sh = _mm256_set_epi64x(4, 4, 0, 0);
+        __m256 summs = _mm256_setzero_ps(); /* lanes 1,3,5,7: rows 0..3 */
+        const uint8_t *w0 = w, *w1 = w + wrs, *w2 = w + 2 * wrs, *w3 = w + 3 * wrs;
+        for (int64_t b = 0; b < nb; b++, a += 36, w0 += 20, w1 += 20, w2 += 20, w3 += 20) {
+            uint32_t h0, h1, h2, h3, ha;
+            memcpy(&h0, w0, 4); memcpy(&h1, w1, 4); memcpy(&h2, w2, 4); memcpy(&h3, w3, 4); memcpy(&ha, a, 4);
+            const __m256 dm = _mm256_cvtph_ps(_mm_setr_epi32((int)h0, (int)h1, (int)h2, (int)h3)); /* d0 m0 d1 m1 .. */
+            const __m256 dsa = _mm256_cvtph_ps(_mm_set1_epi32((int)ha)); /* da sa da sa .. */
+            const __m256 da = _mm256_permutevar8x32_ps(dsa, i0), sa = _mm256_permutevar8x32_ps(dsa, i1);
+            summs = _mm256_fmadd_ps(dm, sa, summs);
+            const __m256 dd = _mm256_mul_ps(dm, da);
+            const __m256i qy = _mm256_loadu_si256((const __m256i *)(a + 4));
+            const __m256i n0 = _mm256_and_si256(_mm256_srlv_epi64(_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(w0 + 4))), sh), m4);
+            const __m256i n1 = _mm256_and_si256(_mm256_srlv_epi64(_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(w1 + 4))), sh), m4);
+            const __m256i n2 = _mm256_and_si256(_mm256_srlv_epi64(_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(w2 + 4))), sh), m4);
+            const __m256i n3 = _mm256_and_si256(_mm256_srlv_epi64(_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(w3 + 4))), sh), m4);
+            acc0 = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(dd, i0), _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), n0, qy)), acc0);
+            acc1 = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(dd, i2), _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), n1, qy)), acc1);
+            acc2 = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(dd, i4), _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), n2, qy)), acc2);
+            acc3 = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(dd, i6), _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), n3, qy)), acc3);
+        }
+        float sm[8];
+        _mm256_storeu_ps(sm, summs);
+        out[0] = hsum8_avx(acc0) + sm[1]; out[1] = hsum8_avx(acc1) + sm[3];
+        out[2] = hsum8_avx(acc2) + sm[5]; out[3] = hsum8_avx(acc3) + sm[7];
+    } else { /* Q8_0 */
+        const uint8_t *w0 = w, *w1 = w + wrs, *w2 = w + 2 * wrs, *w3 = w + 3 * wrs;
+        for (int64_t b = 0; b < nb; b++, a += 34, w0 += 34, w1 += 34, w2 += 34, w3 += 34) {
+            uint16_t h0, h1, h2, h3, ha;
+            memcpy(&h0, w0, 2); memcpy(&h1, w1, 2); memcpy(&h2, w2, 2); memcpy(&h3, w3, 2); memcpy(&ha, a, 2);
+            const __m128 d4 = _mm_cvtph_ps(_mm_setr_epi16((short)h0, (short)h1, (short)h2, (short)h3, 0, 0, 0, 0));
+            const __m256 dd = _mm256_castps128_ps256(_mm_mul_ps(d4, _mm_cvtph_ps(_mm_set1_epi16((short)ha))));
+            const __m256i qy = _mm256_loadu_si256((const __m256i *)(a + 2));
+            const __m256i x0 = _mm256_loadu_si256((const __m256i *)(w0 + 2)), x1 = _mm256_loadu_si256((const __m256i *)(w1 + 2));
+            const __m256i x2 = _mm256_loadu_si256((const __m256i *)(w2 + 2)), x3 = _mm256_loadu_si256((const __m256i *)(w3 + 2));
+            acc0 = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(dd, i0), _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_abs_epi8(x0), _mm256_sign_epi8(qy, x0))), acc0);
+            acc1 = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(dd, i1), _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_abs_epi8(x1), _mm256_sign_epi8(qy, x1))), acc1);
+            acc2 = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(dd, i2), _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_abs_epi8(x2), _mm256_sign_epi8(qy, x2))), acc2);
+            acc3 = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(dd, i3), _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_abs_epi8(x3), _mm256_sign_epi8(qy, x3))), acc3);
+        }
+        out[0] = hsum8_avx(acc0); out[1] = hsum8_avx(acc1); out[2] = hsum8_avx(acc2); out[3] = hsum8_avx(acc3);
+    }
+}
+
+static inline void dot4_q(int wt, const uint8_t *w, int64_t wrs, const uint8_t *a, int64_t nb, float *out) {
+    if (use_vnni && wt != T_Q4_0) dot4_q_vnni(wt, w, wrs, a, nb, out);
+    else dot4_q_avx2(wt, w, wrs, a, nb, out);
+}
+
+/* quantize_act_row for Q8_0/Q8_1, 8 lanes at a time: max |x| is exact in any order, x * id is one rounded
+ * multiply per lane, _mm256_round_ps(nearest) == nearbyintf, and the integer sum is exact */
+AVX2 static void quantize_act_row_avx2(const float *x, int64_t cols, int at, uint8_t *out) {
+    const int bs = block_size(at), hdr = at == T_Q8_1 ? 4 : 2;
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    for (int64_t b = 0; b < cols / QK; b++, x += QK, out += bs) {
+        __m256 v[4];
+        for (int k = 0; k < 4; k++) v[k] = _mm256_loadu_ps(x + 8 * k);
+        __m256 mx = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1])),
+                                  _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3])));
+        __m128 m4 = _mm_max_ps(_mm256_extractf128_ps(mx, 1), _mm256_castps256_ps128(mx));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        const float amax = _mm_cvtss_f32(m4);
+        const float d = amax / 127.f, id = amax != 0.0f ? 127.f / amax : 0.0f;
+        const __m256 mul = _mm256_set1_ps(id);
+        __m256i q[4];
+        for (int k = 0; k < 4; k++) q[k] = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v[k], mul), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        const __m256i s32 = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+        /* int32 -> int8 in element order (packs interleave 128-bit lanes; permute back) */
+        const __m256i p16a = _mm256_packs_epi32(q[0], q[1]), p16b = _mm256_packs_epi32(q[2], q[3]);
+        __m256i p8 = _mm256_packs_epi16(p16a, p16b);
+        p8 = _mm256_permutevar8x32_epi32(p8, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256((__m256i *)(out + hdr), p8);
+        __m128i s4 = _mm_add_epi32(_mm256_extracti128_si256(s32, 1), _mm256_castsi256_si128(s32));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
+        const int sum = _mm_cvtsi128_si32(s4);
+        const uint16_t dh = f32_to_f16(d);
+        memcpy(out, &dh, 2);
+        if (at == T_Q8_1) { const uint16_t sh = f32_to_f16(d * (float)sum); memcpy(out + 2, &sh, 2); }
+    }
+}
+
 AVX2 static float dot_f32_avx2(const float *a, const float *b, int64_t n) {
     __m256 acc = _mm256_setzero_ps();
     int64_t i = 0;
@@ -319,6 +416,13 @@ AVX2 static void axpy_f16_avx2(float *out, float p, const uint16_t *v, int64_t n
     for (; i < n; i++) out[i] = fmaf(p, f16f(v[i]), out[i]);
 }
 #endif
+
+static void quantize_act_row(const float *x, int64_t cols, int at, uint8_t *out) {
+#ifdef HAVE_X86
+    if (use_avx2) { quantize_act_row_avx2(x, cols, at, out); return; }
+#endif
+    quantize_act_row_scalar(x, cols, at, out);
+}
 
 static inline float dot_q(int wt, const uint8_t *w, const uint8_t *a, int64_t nb) {
 #ifdef HAVE_X86
@@ -394,7 +498,7 @@ static void multi_matmul(const qmat *ms, int nm, float **ys, const float *x, con
                     continue;
                 }
                 for (int64_t t = 0; t < T; t++) {
-                    dot4_q_avx2(W->qtype, wrow, row_size(W->qtype, cols), xq + t * ars, cols / QK, o4);
+                    dot4_q(W->qtype, wrow, row_size(W->qtype, cols), xq + t * ars, cols / QK, o4);
                     for (int k = 0; k < 4; k++) ys[m][t * W->rows + i + k] = o4[k];
                 }
                 r += 3;
@@ -645,6 +749,15 @@ AVX2 static void ggml_softmax_avx2(float *x, int64_t n, int64_t n_kv) {
     for (; j < n; j++) x[j] *= (float)(1.0 / sum);
 }
 
+/* dst[j] = f32 value of f16(src[j]) for j < n & ~7: vcvtps2ph with round-to-nearest-even is f32_to_f16
+ * for every non-NaN input (probabilities are never NaN); returns how many were done */
+AVX2 static int64_t round_f16_avx2(const float *src, float *dst, int64_t n) {
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8)
+        _mm256_storeu_ps(dst + j, _mm256_cvtph_ps(_mm256_cvtps_ph(_mm256_loadu_ps(src + j), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)));
+    return j;
+}
+
 /* y = silu(g) * u as ggml_vec_swiglu_f32 (x / (1 + exp(0 - x)) with ggml_v_expf) */
 AVX2 static void ggml_swiglu_avx2(float *g, const float *u, int64_t n) {
     int64_t i = 0;
@@ -693,7 +806,11 @@ static void attend_head_ggml(const float *q, const uint16_t *k, int64_t kstride,
 #endif
     for (int64_t j = 0; j < n; j++) probs[j] = dot_emul(k + j * kstride, q16, hd, hd, kq_lanes) * scale;
     ggml_softmax(probs, n, n_kv);
-    for (int64_t j = 0; j < n; j++) work[j] = f16f(f32_to_f16(probs[j]));
+    int64_t j0 = 0;
+#ifdef HAVE_X86
+    if (use_avx2) j0 = round_f16_avx2(probs, work, n);
+#endif
+    for (int64_t j = j0; j < n; j++) work[j] = f16f(f32_to_f16(probs[j]));
     const int kqv_lanes = batched && n_kv % 16 == 0 ? 16 : 64;
     for (int64_t d = 0; d < hd; d++) out[d] = dot_emul(vt + d * ctx, work, n, n_kv, kqv_lanes);
 }
@@ -976,6 +1093,136 @@ static void llama_run(const llama_model *m, float *h, int64_t T, int64_t pos0, u
     }
 }
 
+/* ---------- one-token decode: one OpenMP region for the whole token ----------
+ * llama_run forks a thread team per matmul and does norms, activation quantization, RoPE and SwiGLU on
+ * one thread in between. For T == 1 that overhead, not bandwidth, dominates the small matrices, so here
+ * a single parallel region runs all 30 layers and the output projection with five barriers per layer:
+ *   each thread keeps a private copy of the residual stream h and computes the norm and the activation
+ *   quantization itself (identical bits on every thread, so no barrier is needed for them);
+ *   the matrix rows are split statically (multiples of 8 rows; K/V by whole heads, so the thread that
+ *   computes a head's k/v also ropes and stores it in the cache before the barrier);
+ *   SwiGLU is applied by the thread that computed those gate/up rows.
+ * Every output row is the same dot product as in llama_run (dot4_q_avx2 == dot_q per row), so the
+ * results are bit-identical to the batched path. */
+
+static inline void split_range(int64_t n, int64_t align, int nth, int tid, int64_t *a, int64_t *b) {
+    const int64_t units = (n + align - 1) / align;
+    const int64_t u0 = units * tid / nth, u1 = units * (tid + 1) / nth;
+    *a = u0 * align < n ? u0 * align : n;
+    *b = u1 * align < n ? u1 * align : n;
+}
+
+/* thread i's start in the fused [K | V | Q] row space: K and V rows by whole heads, Q rows by 8 */
+static inline int64_t qkv_bound(int i, int nt, int64_t KV, int64_t D, int64_t hd) {
+    const int64_t total = 2 * KV + D, tg = total * i / nt;
+    if (i <= 0) return 0;
+    if (i >= nt) return total;
+    if (tg <= 2 * KV) return (tg + hd / 2) / hd * hd;
+    const int64_t r = 2 * KV + (tg - 2 * KV + 4) / 8 * 8;
+    return r < total ? r : total;
+}
+
+/* rows [r0, r1) of y = W x for one quantized activation row */
+static void mm_rows(const qmat *W, int64_t r0, int64_t r1, const uint8_t *xq, float *y) {
+    const int64_t cols = W->cols, rs = row_size(W->qtype, cols), nb = cols / QK;
+    int64_t r = r0;
+#ifdef HAVE_X86
+    if (use_avx2) for (; r + 4 <= r1; r += 4) dot4_q(W->qtype, W->data + r * rs, rs, xq, nb, y + r);
+#endif
+    for (; r < r1; r++) y[r] = dot_q(W->qtype, W->data + r * rs, xq, nb);
+}
+
+/* whether llama_decode1 can run this model: every matrix quantized, one activation type per shared input */
+static int decode1_ok(const llama_model *m) {
+    if (!is_quant(m->output.qtype)) return 0;
+    for (int64_t l = 0; l < m->n_layer; l++) {
+        const qmat *W = &m->layers[l * W_PER_LAYER];
+        const int js[] = {W_Q, W_K, W_V, W_O, W_GATE, W_UP, W_DOWN};
+        for (int j = 0; j < 7; j++) if (!is_quant(W[js[j]].qtype)) return 0;
+        if (act_type(W[W_K].qtype) != act_type(W[W_Q].qtype) || act_type(W[W_V].qtype) != act_type(W[W_Q].qtype) ||
+            act_type(W[W_UP].qtype) != act_type(W[W_GATE].qtype)) return 0;
+    }
+    return 1;
+}
+
+/* One token at position pos: h (D) embedding in; hidden_out (D) pre-norm final state; logits (vocab).
+ * priv: nth blocks of priv_stride bytes (h copy, normed x, quantized x). */
+static void llama_decode1(const llama_model *m, const float *h0, int64_t pos, uint16_t *kc, uint16_t *vc,
+                          float **attn_sel, scratch_t *s, float *hidden_out, float *logits, uint8_t *priv,
+                          size_t priv_stride, int nth) {
+    const int64_t D = m->dim, H = m->H, Hkv = m->Hkv, hd = m->hd, KV = Hkv * hd, F = m->ffn, g = H / Hkv;
+    const int64_t n = pos + 1;
+    float cs[512];
+    rope_cache(pos, hd, m->rope_base, cs);
+    #pragma omp parallel num_threads(nth)
+    {
+#ifdef _OPENMP
+        const int tid = omp_get_thread_num(), nt = omp_get_num_threads();
+#else
+        const int tid = 0, nt = 1;
+#endif
+        uint8_t *pv = priv + (size_t)tid * priv_stride;
+        float *hp = (float *)pv, *xn = hp + D;
+        uint8_t *xq = (uint8_t *)(xn + D);
+        float *work = s->work + (int64_t)tid * 2 * s->n_kv;
+        memcpy(hp, h0, D * sizeof(float));
+        /* this thread's share of the fused [K | V | Q] rows: K and V by whole heads, Q by 8 rows */
+        const int64_t qa = qkv_bound(tid, nt, KV, D, hd), qb = qkv_bound(tid + 1, nt, KV, D, hd);
+        int64_t ha, hb, oa, ob, fa, fb, da, db, va, vb;
+        split_range(H, 1, nt, tid, &ha, &hb);
+        split_range(D, 8, nt, tid, &oa, &ob);
+        split_range(F, 8, nt, tid, &fa, &fb);
+        split_range(D, 8, nt, tid, &da, &db);
+        split_range(m->vocab, 8, nt, tid, &va, &vb);
+        for (int64_t l = 0; l < m->n_layer; l++) {
+            const qmat *W = &m->layers[l * W_PER_LAYER];
+            uint16_t *kl = kc + l * m->ctx * KV, *vl = vc + l * m->ctx * KV;
+            /* attention input */
+            rms_norm_row(hp, (const float *)W[W_NORM].data, xn, D, m->eps);
+            quantize_act_row(xn, D, act_type(W[W_Q].qtype), xq);
+            /* K heads: matmul, rope, store */
+            for (int64_t r = qa; r < qb && r < KV; r += hd) {
+                mm_rows(&W[W_K], r, r + hd, xq, s->k);
+                rope_row(s->k + r, 1, hd, cs, 0);
+                for (int64_t i = r; i < r + hd; i++) kl[pos * KV + i] = f32_to_f16(s->k[i]);
+            }
+            /* V heads: matmul, store transposed */
+            for (int64_t r = qa > KV ? qa : KV; r < qb && r < 2 * KV; r += hd) {
+                mm_rows(&W[W_V], r - KV, r - KV + hd, xq, s->v);
+                for (int64_t i = r - KV; i < r - KV + hd; i++) vl[i * m->ctx + pos] = f32_to_f16(s->v[i]);
+            }
+            if (qb > 2 * KV) mm_rows(&W[W_Q], (qa > 2 * KV ? qa : 2 * KV) - 2 * KV, qb - 2 * KV, xq, s->q);
+            #pragma omp barrier
+            for (int64_t hh = ha; hh < hb; hh++) {
+                float *pr = s->probs + hh * n;
+                rope_row(s->q + hh * hd, 1, hd, cs, 0);
+                attend_head_ggml(s->q + hh * hd, kl + (hh / g) * hd, KV, vl + (hh / g) * hd * m->ctx, m->ctx,
+                                 n, s->n_kv, hd, 0, s->att + hh * hd, pr, work);
+                if (attn_sel && attn_sel[l]) memcpy(attn_sel[l] + hh * n, pr, n * sizeof(float));
+            }
+            #pragma omp barrier
+            quantize_act_row(s->att, D, act_type(W[W_O].qtype), xq);
+            mm_rows(&W[W_O], oa, ob, xq, s->tmp);
+            #pragma omp barrier
+            for (int64_t i = 0; i < D; i++) hp[i] += s->tmp[i];
+            rms_norm_row(hp, (const float *)W[W_FNORM].data, xn, D, m->eps);
+            quantize_act_row(xn, D, act_type(W[W_GATE].qtype), xq);
+            mm_rows(&W[W_GATE], fa, fb, xq, s->gate);
+            mm_rows(&W[W_UP], fa, fb, xq, s->up);
+            ggml_swiglu(s->gate + fa, s->up + fa, fb - fa);
+            #pragma omp barrier
+            quantize_act_row(s->gate, F, act_type(W[W_DOWN].qtype), xq);
+            mm_rows(&W[W_DOWN], da, db, xq, s->tmp);
+            #pragma omp barrier
+            for (int64_t i = 0; i < D; i++) hp[i] += s->tmp[i];
+        }
+        if (tid == 0) memcpy(hidden_out, hp, D * sizeof(float));
+        rms_norm_row(hp, m->out_norm, xn, D, m->eps);
+        quantize_act_row(xn, D, act_type(m->output.qtype), xq);
+        mm_rows(&m->output, va, vb, xq, logits);
+    }
+}
+
 /* llama_forward(model, tokens int32 (T,), pos0, k_cache (L, ctx, Hkv, hd) f16, v_cache (L, Hkv, hd, ctx) f16,
  *               logits_out (vocab,)|(T, vocab) f32, hidden_out (D,)|(T, D) f32,
  *               attn: list of L (None | f32 buffer (H, pos0+T)))
@@ -1039,7 +1286,24 @@ static PyObject *py_llama_forward(PyObject *self, PyObject *args) {
 #endif
         if (!h || !s.xn || !s.q || !s.k || !s.v || !s.att || !s.tmp || !s.gate || !s.up || !s.probs || !s.xq || !s.work) { PyErr_NoMemory(); err = 1; }
     }
-    if (!err) {
+    if (!err && T == 1 && rows_out == 1 && decode1_ok(m)) {
+#ifdef _OPENMP
+        const int nth = threads_for(m->n_layer * (4 * D * D + 3 * D * F));
+#else
+        const int nth = 1;
+#endif
+        const size_t priv_stride = ((size_t)2 * D * 4 + row_size(T_Q8_1, F > D ? F : D) + 64 + 63) / 64 * 64;
+        uint8_t *priv = malloc(priv_stride * nth + 64);
+        if (!priv) { PyErr_NoMemory(); err = 1; }
+        else {
+            uint8_t *pa = (uint8_t *)(((uintptr_t)priv + 63) & ~(uintptr_t)63);
+            Py_BEGIN_ALLOW_THREADS
+            dequant_row(m->embd.qtype, m->embd.data + tok[0] * row_size(m->embd.qtype, D), h, D);
+            llama_decode1(m, h, pos0, kb.buf, vb.buf, sel, &s, hb.buf, lb.buf, pa, priv_stride, nth);
+            Py_END_ALLOW_THREADS
+            free(priv);
+        }
+    } else if (!err) {
         Py_BEGIN_ALLOW_THREADS
         const int64_t ers = row_size(m->embd.qtype, D);
         for (int64_t t = 0; t < T; t++) dequant_row(m->embd.qtype, m->embd.data + tok[t] * ers, h + t * D, D);
@@ -1066,10 +1330,31 @@ static PyObject *py_set_simd(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "p", &on)) return NULL;
 #ifdef HAVE_X86
     use_avx2 = on && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    use_vnni = use_avx2 && vnni_supported();
 #else
     use_avx2 = 0;
 #endif
     return py_simd(self, NULL);
+}
+
+#ifdef HAVE_X86
+static int vnni_supported(void) {
+    const char *env = getenv("HARTONOMOUS_QUANT_VNNI");
+    if (env && env[0] == '0') return 0;
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+}
+#endif
+
+/* set_vnni(on) -> whether the AVX512-VNNI matvec kernels are in use (same bits as the AVX2 ones) */
+static PyObject *py_set_vnni(PyObject *self, PyObject *args) {
+    int on;
+    if (!PyArg_ParseTuple(args, "p", &on)) return NULL;
+#ifdef HAVE_X86
+    use_vnni = on && use_avx2 && vnni_supported();
+    return PyBool_FromLong(use_vnni);
+#else
+    return PyBool_FromLong(0);
+#endif
 }
 
 static PyObject *py_threads(PyObject *self, PyObject *args) {
@@ -1094,6 +1379,7 @@ static PyMethodDef methods[] = {
     {"llama_forward", py_llama_forward, METH_VARARGS, "llama_forward(model, tokens, pos0, k, v, logits, hidden, attn)"},
     {"simd", py_simd, METH_NOARGS, "the SIMD path in use: 'avx2' or 'scalar'"},
     {"set_simd", py_set_simd, METH_VARARGS, "set_simd(on): use AVX2 if the CPU has it (tests use off)"},
+    {"set_vnni", py_set_vnni, METH_VARARGS, "set_vnni(on) -> bool: AVX512-VNNI matvec kernels (bit-identical to AVX2)"},
     {"threads", py_threads, METH_VARARGS, "threads([n]) -> OpenMP threads in use"},
     {NULL, NULL, 0, NULL}};
 
@@ -1104,6 +1390,7 @@ PyMODINIT_FUNC PyInit__quant(void) {
 #ifdef HAVE_X86
     __builtin_cpu_init();
     use_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    use_vnni = use_avx2 && vnni_supported();
 #endif
     return PyModule_Create(&moduledef);
 }

@@ -274,3 +274,12 @@ def test_scalar_and_avx2_stacks_agree_bit_for_bit(gguf):
         _quant.set_simd(True)
     for a, b in zip(fast, slow, strict=True):
         np.testing.assert_array_equal(a, b)
+    if _quant.set_vnni(True):  # this CPU has AVX512-VNNI: the plain AVX2 kernels must give the same bits
+        _quant.set_vnni(False)
+        try:
+            avx2_cache = model.new_cache()
+            avx2 = [model.forward(prompt, avx2_cache).logits, model.forward([7042], avx2_cache).logits]
+        finally:
+            _quant.set_vnni(True)
+        for a, b in zip(fast, avx2, strict=True):
+            np.testing.assert_array_equal(a, b)
