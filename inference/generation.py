@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 MAX_PROMPT_CHARS = 32_000
 MAX_MESSAGES = 64
 GENERATION_CONTEXT = 2048
-FLUSH_EVERY = 16
+FLUSH_EVERY = 32
 MIN_MASS = 0.001              # attributions below this share of a token's attention are not recorded
 TOP_ATTRIBUTIONS = 5
 TEXT_MODALITIES = ["text", "code", "document"]
@@ -244,9 +244,26 @@ def _knn_adjust(tenant, spec: GenerationSpec):
 # --------------------------------------------------------------------------------------------------
 # the stream
 # --------------------------------------------------------------------------------------------------
-def _log_softmax(x: np.ndarray) -> np.ndarray:
-    m = np.max(x)
-    return x - (m + np.log(np.sum(np.exp(x - m, dtype=np.float32), dtype=np.float64)))
+def _logsumexp(x: np.ndarray) -> float:
+    m = float(np.max(x))
+    return m + float(np.log(np.sum(np.exp(x - np.float32(m)), dtype=np.float64)))
+
+
+def top_tokens(x: np.ndarray, n: int) -> np.ndarray:
+    """Indices of the n largest values, best first: a threshold pass keeps the few candidates near the
+    maximum (a full partition of a 49K vocabulary costs more than the rest of a step's bookkeeping)."""
+    m = float(np.max(x))
+    for width in (1.0, 3.0, 8.0):
+        cand = np.flatnonzero(x >= m - width)
+        if cand.size >= n:
+            break
+    else:
+        cand = np.argpartition(-x, n - 1)[:n]
+    if cand.size > 4 * n:
+        vals = x[cand]
+        keep = np.argpartition(-vals, n - 1)[:n]
+        cand = cand[keep]
+    return cand[np.argsort(-x[cand], kind="stable")[:n]]
 
 
 class GenerationStream:
@@ -262,6 +279,7 @@ class GenerationStream:
         self.buffer, self.pieces, self.tokens = [], [], []
         self.finish_reason, self.status = "length", "completed"
         self.ttft_ms = None
+        self.piece_cache: dict[int, str] = {}
         self._events = self._run()
 
     def __iter__(self) -> Iterator[dict]:
@@ -315,15 +333,15 @@ class GenerationStream:
     def _step(self, i: int, step) -> dict:
         from provenance.atomicstream import StepRecord
 
-        lp = _log_softmax(np.asarray(step.logits, dtype=np.float32))  # what the token was sampled from
+        x = np.asarray(step.logits, dtype=np.float32)  # what the token was sampled from
+        lse = _logsumexp(x)
         alts = []
         if self.alternatives:
-            best = np.argpartition(-lp, self.alternatives)[:self.alternatives]
-            best = best[np.argsort(-lp[best])]
-            alts = [{"token": int(t), "text": self._piece(int(t)), "logprob": round(float(lp[t]), 5)} for t in best]
+            alts = [{"token": int(t), "text": self._piece(int(t)), "logprob": round(float(x[t]) - lse, 5)}
+                    for t in top_tokens(x, self.alternatives)]
         attributions = self._attribute(step.attention)
         piece = self._piece(step.token)
-        record = StepRecord(i, int(step.token), piece, float(lp[step.token]), alts, attributions)
+        record = StepRecord(i, int(step.token), piece, float(x[step.token]) - lse, alts, attributions)
         self.buffer.append(record)
         self.pieces.append(step.text)
         self.tokens.append(int(step.token))
@@ -331,7 +349,10 @@ class GenerationStream:
                 "logprob": record.logprob, "alternatives": alts, "attributions": attributions}
 
     def _piece(self, token: int) -> str:
-        return self.loaded.tokenizer.token_bytes([token]).decode("utf-8", errors="replace")
+        piece = self.piece_cache.get(token)
+        if piece is None:
+            piece = self.piece_cache[token] = self.loaded.tokenizer.token_bytes([token]).decode("utf-8", errors="replace")
+        return piece
 
     def _attribute(self, attention) -> list[dict]:
         if not self.atom_ids:

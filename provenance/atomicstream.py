@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.db import transaction
-from django.db.models import F
 from django.utils import timezone
 
 from .models import GenerationRun, GenerationSource, GenerationStep, RunStatus
@@ -66,17 +65,16 @@ def generation_run_open(*, tenant, model_id: int, model_name: str, model_digest:
 
 
 def generation_steps_append(*, tenant, run: GenerationRun, steps: Sequence[StepRecord]) -> None:
-    """One INSERT for a batch of steps; the run's token count moves with it (same transaction)."""
+    """One INSERT for a batch of steps (the run's token count is set when it closes)."""
     if not steps:
         return
-    with in_tenant(tenant), transaction.atomic():
+    with in_tenant(tenant):
         GenerationStep.objects.bulk_create([
             GenerationStep(run=run, position=s.position, token_id=s.token_id, text=s.text[:200], logprob=s.logprob,
                            alternatives=s.alternatives, attributions=s.attributions,
                            top_atom_id=s.attributions[0]["atom"] if s.attributions else None,
                            top_mass=s.attributions[0]["mass"] if s.attributions else 0.0)
             for s in steps])
-        GenerationRun.objects.filter(pk=run.pk).update(tokens_out=F("tokens_out") + len(steps))
 
 
 def generation_run_close(*, tenant, run: GenerationRun, status: str, finish_reason: str, text: str,
@@ -90,10 +88,11 @@ def generation_run_close(*, tenant, run: GenerationRun, status: str, finish_reas
         if current != RunStatus.RUNNING:  # closed already (the reaper and a late finisher): first one wins
             run.refresh_from_db()
             return run
-        run.refresh_from_db(fields=["tokens_out"])
+        run.tokens_out = run.steps.count()
         run.status, run.finish_reason, run.text = status, finish_reason[:24], text
         run.finished_at, run.ttft_ms, run.duration_ms = timezone.now(), ttft_ms, duration_ms
-        run.save(update_fields=["status", "finish_reason", "text", "finished_at", "ttft_ms", "duration_ms"])
+        run.save(update_fields=["tokens_out", "status", "finish_reason", "text", "finished_at", "ttft_ms",
+                                "duration_ms"])
         sources = list(run.sources.all())
         for src in sources:
             src.mass_total, src.top_steps = float(masses.get(src.atom_id, 0.0)), int(top_steps.get(src.atom_id, 0))

@@ -15,7 +15,6 @@ These tables live in each tenant's schema, so the ledger chain, the outbox order
 """
 from __future__ import annotations
 
-from django.contrib.postgres.indexes import GinIndex
 from django.db import models
 from django.utils import timezone
 
@@ -226,8 +225,9 @@ class GenerationStep(models.Model):
     class Meta:
         ordering = ["run", "position"]
         constraints = [models.UniqueConstraint(fields=["run", "position"], name="genstep_run_position")]
-        indexes = [models.Index(fields=["top_atom_id"], name="genstep_top_atom"),
-                   GinIndex(fields=["attributions"], opclasses=["jsonb_path_ops"], name="genstep_attributions")]
+        # no GIN on attributions: "which steps credited atom X" first narrows to the runs whose sources
+        # hold X (GenerationSource.atom_id index), then reads those runs' steps by (run, position)
+        indexes = [models.Index(fields=["top_atom_id"], name="genstep_top_atom")]
 
     def __str__(self) -> str:
         return f"run {self.run_id} #{self.position}"

@@ -94,7 +94,7 @@ def test_it_stops_when_the_credits_run_out(smol, alpha, facts):  # noqa: F811
     CreditBalance.objects.filter(tenant=alpha.tenant).update(balance=Decimal("0.0001"))
     done = run_all(generation_start(tenant=alpha.tenant, spec=GenerationSpec(model=smol, prompt=QUESTION, k=1,
                                                                                sampling={"max_tokens": 64})))[-1]
-    assert done["finish_reason"] == "credits" and len(done["tokens"]) <= 16
+    assert done["finish_reason"] == "credits" and len(done["tokens"]) <= FLUSH
     assert GenerationRun.objects.get(pk=done["run"]).finish_reason == "credits"
     CreditBalance.objects.filter(tenant=alpha.tenant).update(balance=Decimal("0"))
     with pytest.raises(PaymentRequired):
@@ -231,3 +231,18 @@ def test_runs_left_running_are_reaped_with_their_recorded_steps(smol, alpha, bet
     run.refresh_from_db()
     assert (run.status, run.finish_reason) == ("cancelled", "abandoned")
     assert ProvEdge.objects.filter(source__kind="activity", source__ref=f"generate:{run.pk}", type="used").count() == 2
+
+
+def test_top_tokens_agree_with_a_full_sort():
+    import numpy as np
+
+    from inference.generation import top_tokens
+
+    rng = np.random.default_rng(3)
+    for spread in (0.1, 3.0, 40.0):  # a flat, a normal and a very peaked distribution
+        x = (rng.standard_normal(49152) * spread).astype(np.float32)
+        for n in (1, 5, 20):
+            assert top_tokens(x, n).tolist() == np.argsort(-x, kind="stable")[:n].tolist()
+    x = np.full(10, -5.0, np.float32)
+    x[7] = 100.0  # one spike: the rest are far below the thresholds
+    assert top_tokens(x, 3).tolist()[0] == 7 and len(top_tokens(x, 3)) == 3
