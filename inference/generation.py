@@ -9,7 +9,7 @@ retrieval snapshot, and returns a `GenerationStream`: iterating it decodes and y
                               alternatives, attributions [{atom, mass}] (rule: runtime/context.py)
     {"type": "done", ...}     once: finish reason, text, usage, per-source mass, timings
 
-Steps are written in batches of FLUSH_EVERY with their usage (metered per token, attributed to the
+Steps are written in batches (FIRST_FLUSH, then FLUSH_EVERY) with their usage (metered per token, attributed to the
 source atoms); credits are checked at every batch and an exhausted balance ends the stream with
 finish_reason "credits". Closing the stream early (a client that went away) keeps the steps so far
 and closes the run as cancelled / "disconnected"; an error closes it as failed.
@@ -45,6 +45,7 @@ MAX_PROMPT_CHARS = 32_000
 MAX_MESSAGES = 64
 GENERATION_CONTEXT = 2048
 FLUSH_EVERY = 32
+FIRST_FLUSH = 8               # the first batch is small: a run without credits stops early
 MIN_MASS = 0.001              # attributions below this share of a token's attention are not recorded
 TOP_ATTRIBUTIONS = 5
 TEXT_MODALITIES = ["text", "code", "document"]
@@ -280,6 +281,7 @@ class GenerationStream:
         self.finish_reason, self.status = "length", "completed"
         self.ttft_ms = None
         self.piece_cache: dict[int, str] = {}
+        self.flushed = False
         self._events = self._run()
 
     def __iter__(self) -> Iterator[dict]:
@@ -313,7 +315,7 @@ class GenerationStream:
                 event = self._step(i, step)
                 if step.finish_reason:
                     self.finish_reason = step.finish_reason
-                if len(self.buffer) >= FLUSH_EVERY and not self._flush():
+                if len(self.buffer) >= (FLUSH_EVERY if self.flushed else FIRST_FLUSH) and not self._flush():
                     self.finish_reason = "credits"
                     yield event
                     break
@@ -374,7 +376,7 @@ class GenerationStream:
 
         if not self.buffer:
             return True
-        batch, self.buffer = self.buffer, []
+        batch, self.buffer, self.flushed = self.buffer, [], True
         generation_steps_append(tenant=self.tenant, run=self.run, steps=batch)
         atoms: dict[str, float] = {}
         for rec in batch:

@@ -9,7 +9,7 @@ from django.db import connection
 from atoms.models import Atom
 from billing.models import CreditBalance, UsageEvent
 from hartonomous.errors import NotFound, PaymentRequired, Unprocessable, ValidationFailed
-from inference.generation import FLUSH_EVERY as FLUSH
+from inference.generation import FIRST_FLUSH as FLUSH
 from inference.generation import GenerationSpec, generation_start
 from inference.replay import generation_replay
 from inference.runtime import GGUFTokenizer, Llama, SamplingParams, generate
