@@ -31,10 +31,11 @@ _cache: dict[str, object] = {}
 _lock = threading.Lock()
 
 
-def _texts(max_atoms: int) -> list[tuple[int, str]]:
-    qs = (Atom.objects.filter(modality__in=TEXT_MODALITIES, deleted_at__isnull=True, text__isnull=False)
-          .exclude(text="").order_by("id").values_list("id", "text"))
-    return list(qs[:max_atoms])
+def _texts(max_atoms: int, metadata: dict | None) -> list[tuple[int, str]]:
+    qs = Atom.objects.filter(modality__in=TEXT_MODALITIES, deleted_at__isnull=True, text__isnull=False).exclude(text="")
+    if metadata:
+        qs = qs.filter(metadata__contains=metadata)
+    return list(qs.order_by("id").values_list("id", "text")[:max_atoms])
 
 
 def _store(data: bytes, meta: dict) -> Atom:
@@ -54,9 +55,10 @@ def _store(data: bytes, meta: dict) -> Atom:
 
 
 def knn_datastore_build(*, tenant, model: Model, max_atoms: int = 5000, max_tokens: int = 200_000,
-                        progress: Callable[[int], None] | None = None) -> Atom:
+                        metadata: dict | None = None, progress: Callable[[int], None] | None = None) -> Atom:
     """Build (or find, when the same texts give the same bytes) the datastore of `model` over the
-    tenant's text atoms, oldest first, up to `max_atoms` atoms / `max_tokens` tokens."""
+    tenant's text atoms (those whose metadata contains `metadata`, when given), oldest first, up to
+    `max_atoms` atoms / `max_tokens` tokens."""
     from provenance.services import activity_record
 
     from .atom_source import load_runtime
@@ -66,7 +68,7 @@ def knn_datastore_build(*, tenant, model: Model, max_atoms: int = 5000, max_toke
         raise ValidationFailed("A kNN-LM datastore needs a decoder model.", details={"model": model.pk})
     loaded = load_runtime(model, n_ctx=WINDOW)
     ids, token_lists, total = [], [], 0
-    for atom_id, text in _texts(max_atoms):
+    for atom_id, text in _texts(max_atoms, metadata):
         toks = loaded.tokenizer.encode(text, add_bos=False, special=False)
         if len(toks) < 2 or total >= max_tokens:
             continue

@@ -1,6 +1,7 @@
 """Generation with attention over the tenant's atoms and the AtomicStream, on the real SmolLM2 from atoms."""
 from __future__ import annotations
 
+import uuid
 from decimal import Decimal
 
 import pytest
@@ -175,21 +176,26 @@ def test_it_refuses_an_encoder_and_an_overflowing_prompt(smol, minilm, alpha):  
 def test_knn_lm_interpolation_copies_from_the_datastore_and_replays(smol, alpha, facts):  # noqa: F811
     from inference.knn import knn_datastore_build
 
+    tag = uuid.uuid4().hex[:8].translate(str.maketrans("0123456789", "ghijklmnop"))  # no digits: a port is digits
+    mine = text_atoms(alpha.tenant, [f"{t} ({tag})" for t in FACTS], metadata={"knn_test": tag})
+    prompt = QUESTION
+
     def port(lam: float) -> dict:
-        spec = GenerationSpec(model=smol, prompt=QUESTION, k=0, knn_lambda=lam, sampling={"max_tokens": 5})
+        spec = GenerationSpec(model=smol, prompt=prompt, k=0, knn_lambda=lam, sampling={"max_tokens": 5})
         return run_all(generation_start(tenant=alpha.tenant, spec=spec))[-1]
 
     with pytest.raises(Unprocessable):
         port(0.9)  # no datastore yet
-    store = knn_datastore_build(tenant=alpha.tenant, model=smol)
-    assert store.metadata["kind"] == "knn-datastore" and store.metadata["atoms"] >= len(FACTS)
-    assert knn_datastore_build(tenant=alpha.tenant, model=smol).pk == store.pk  # same texts, same bytes
+    only = {"knn_test": tag}  # this test's atoms, whatever other tests left committed in alpha
+    store = knn_datastore_build(tenant=alpha.tenant, model=smol, metadata=only)
+    assert store.metadata["kind"] == "knn-datastore" and store.metadata["atoms"] == len(FACTS)
+    assert knn_datastore_build(tenant=alpha.tenant, model=smol, metadata=only).pk == store.pk  # same bytes
     plain, knn = port(0.0), port(0.9)
     assert "7431" not in plain["text"] and "7431" in knn["text"]
     run = GenerationRun.objects.get(pk=knn["run"])
     assert run.params["knn_datastore"] == store.pk and run.params["knn_lambda"] == 0.9
     assert generation_replay(tenant=alpha.tenant, run=run).identical
-    assert ProvEdge.objects.filter(source__ref=str(store.pk), type="wasDerivedFrom", target__ref=str(facts[0])).exists()
+    assert ProvEdge.objects.filter(source__ref=str(store.pk), type="wasDerivedFrom", target__ref=str(mine[0])).exists()
 
 
 def test_the_knn_build_command_reports_the_datastore_and_refuses_bad_input(smol, minilm, alpha, facts):  # noqa: F811
