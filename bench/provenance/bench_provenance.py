@@ -243,8 +243,11 @@ def bench_kill(env, tenant, n_activities: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--lineage-only", action="store_true", help="only the lineage part (1M edges; writes nothing)")
     args = parser.parse_args()
     quick = args.quick
+    if args.lineage_only:
+        return lineage_only(quick)
     env = _setup.bench_env(DB)
     _setup.prepare(env)
     from provenance.tests.conftest import start_falkordb
@@ -277,6 +280,18 @@ def main() -> None:
         fk.wait(10)
     if not quick:
         write_doc(tp, lag, kill, lin, n_edges)
+
+
+def lineage_only(quick: bool) -> None:
+    env = _setup.bench_env(DB)
+    _setup.prepare(env)
+    _setup.django_init(env)
+    n_edges = 100_000 if quick else 1_000_000
+    _n, ids = load_edges(env, n_edges)
+    lin = bench_lineage(ids, 100 if quick else 400)
+    print(f"lineage depth 5 upstream over {n_edges:,} edges: walk p50 {lin['walk_p50']:.1f} ms, p95 "
+          f"{lin['walk_p95']:.1f} ms; full selector p50 {lin['p50']:.1f} ms, p95 {lin['p95']:.1f} ms, "
+          f"{lin['nodes_mean']:.0f} nodes/result; path-array CTE p95 {lin['peer_p95']:.1f} ms", flush=True)
 
 
 def write_doc(tp, lag, kill, lin, n_edges) -> None:
