@@ -119,7 +119,7 @@ def knn_adjuster(*, tenant, model: Model, lam: float, datastore: int | None = No
         atom = knn_datastore_latest(model=model)
     if atom is None:
         raise Unprocessable("This model has no kNN-LM datastore in this tenant; build one first "
-                            "(manage.py knn_build or POST /api/models/{id}/knn).", details={"model": model.pk},
+                            "(manage.py knn_build, or POST /api/models/{id}/knn).", details={"model": model.pk},
                             code="no_datastore")
     ds = _load(atom)
 

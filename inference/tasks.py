@@ -57,7 +57,8 @@ def on_model_file(sender, tenant=None, schema=None, atom=None, **kwargs) -> None
 
 @shared_task(name="inference.knn_build", acks_late=True, autoretry_for=(ConnectionError,),
              retry_backoff=1, retry_backoff_max=16, max_retries=5)
-def knn_build_task(schema: str, model_id: int, max_atoms: int = 5000, max_tokens: int = 200_000) -> dict:
+def knn_build_task(schema: str, model_id: int, max_atoms: int = 5000, max_tokens: int = 200_000,
+                   metadata: dict | None = None) -> dict:
     """Build a model's kNN-LM datastore over the tenant's text atoms (POST /api/models/{id}/knn)."""
     from tenants.models import Tenant
 
@@ -67,5 +68,18 @@ def knn_build_task(schema: str, model_id: int, max_atoms: int = 5000, max_tokens
     tenant = Tenant.objects.get(schema_name=schema)
     with schema_context(schema):
         model = Model.objects.select_related("root").get(pk=model_id)
-        atom = knn_datastore_build(tenant=tenant, model=model, max_atoms=max_atoms, max_tokens=max_tokens)
+        atom = knn_datastore_build(tenant=tenant, model=model, max_atoms=max_atoms, max_tokens=max_tokens,
+                                   metadata=metadata)
         return {"datastore": atom.pk, **atom.metadata}
+
+
+def knn_build_enqueue(*, tenant, model, max_atoms: int, max_tokens: int, metadata: dict | None = None) -> str:
+    """Queue knn_build_task after the request's transaction commits; the task id, chosen now."""
+    import uuid
+
+    from django.db import transaction
+
+    task_id = uuid.uuid4().hex
+    args = (tenant.schema_name, model.pk, max_atoms, max_tokens, metadata or None)
+    transaction.on_commit(lambda: knn_build_task.apply_async(args, task_id=task_id))
+    return task_id

@@ -115,3 +115,15 @@ class PredictOutput(serializers.Serializer):
     tokens_out = serializers.IntegerField()
     duration_ms = serializers.FloatField()
     cost = serializers.CharField()
+
+
+class KnnBuildInput(serializers.Serializer):
+    max_atoms = serializers.IntegerField(default=5000, min_value=1, max_value=100_000)
+    max_tokens = serializers.IntegerField(default=200_000, min_value=2, max_value=5_000_000)
+    metadata = serializers.DictField(required=False, help_text="Only the atoms whose metadata contains this")
+
+
+class KnnBuildOutput(serializers.Serializer):
+    model = serializers.IntegerField()
+    task = serializers.CharField(help_text="Celery task id; the datastore atom appears when it is done")
+    status = serializers.CharField()

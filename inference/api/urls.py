@@ -7,6 +7,7 @@ urlpatterns = [
     path("models", views.ModelListView.as_view(), name="model-list"),
     path("models/predict", views.PredictView.as_view(), name="model-predict"),
     path("models/<int:pk>", views.ModelDetailView.as_view(), name="model-detail"),
+    path("models/<int:pk>/knn", views.KnnBuildView.as_view(), name="model-knn"),
     path("generate", g.GenerateView.as_view(), name="generate"),
     path("generations", g.GenerationListView.as_view(), name="generation-list"),
     path("generations/<int:pk>", g.GenerationDetailView.as_view(), name="generation-detail"),

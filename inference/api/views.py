@@ -7,12 +7,13 @@ from rest_framework.response import Response
 
 from hartonomous.api.pagination import CreatedCursorPagination
 from hartonomous.api.views import TenantAPIView
-from hartonomous.errors import NotFound
+from hartonomous.errors import NotFound, ValidationFailed
 
 from ..models import Model
 from ..readers import check_import_path
 from ..selectors import models_list
 from ..services import model_ingest, model_ingest_carrier, model_predict
+from ..tasks import knn_build_enqueue
 from . import serializers as s
 
 
@@ -61,3 +62,17 @@ class PredictView(TenantAPIView):
                                text=data.get("text"), texts=data.get("texts"), top=data["top"],
                                sampling=s.PredictInput.sampling(data))
         return Response(result.body)
+
+
+class KnnBuildView(TenantAPIView):
+    required_scope = "write"
+
+    @extend_schema(request=s.KnnBuildInput, responses={202: s.KnnBuildOutput},
+                   summary="Build the model's kNN-LM datastore over the tenant's text atoms (in a worker)")
+    def post(self, request, pk: int):
+        data = self.validated(s.KnnBuildInput, request.data)
+        model = _model(pk)
+        if model.architecture != "llama":
+            raise ValidationFailed("A kNN-LM datastore needs a decoder model.", details={"model": model.pk})
+        task_id = knn_build_enqueue(tenant=self.tenant, model=model, **data)
+        return Response({"model": model.pk, "task": task_id, "status": "queued"}, status=status.HTTP_202_ACCEPTED)

@@ -252,3 +252,16 @@ def test_top_tokens_agree_with_a_full_sort():
     x = np.full(10, -5.0, np.float32)
     x[7] = 100.0  # one spike: the rest are far below the thresholds
     assert top_tokens(x, 3).tolist()[0] == 7 and len(top_tokens(x, 3)) == 3
+
+
+def test_the_api_queues_a_knn_build_and_the_task_builds_it(smol, minilm, alpha, api, facts,  # noqa: F811
+                                                             django_capture_on_commit_callbacks):
+    from inference.tasks import knn_build_task
+
+    with django_capture_on_commit_callbacks() as queued:
+        r = api(alpha.keys["write"]).post(f"/api/models/{smol.pk}/knn", {"max_atoms": 50})
+    assert r.status_code == 202 and r.json()["status"] == "queued" and len(queued) == 1
+    assert api(alpha.keys["write"]).post(f"/api/models/{minilm.pk}/knn", {}).status_code == 400  # an encoder
+    connection.set_tenant(alpha.tenant)
+    out = knn_build_task.apply((alpha.slug, smol.pk, 50, 200_000, None)).get()
+    assert out["kind"] == "knn-datastore" and Atom.objects.filter(pk=out["datastore"]).exists()
