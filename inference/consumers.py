@@ -44,17 +44,11 @@ SEND_TIMEOUT_S = 60
 
 def model_get(ref) -> object:
     """The generating model by id (int) or by name (the newest of that name); NotFound otherwise."""
-    from .models import Model
+    from .selectors import model_by_ref
 
-    models = Model.objects.select_related("root", "tokenizer")
-    if isinstance(ref, str) and ref.isdigit():
-        ref = int(ref)
-    if isinstance(ref, int) and not isinstance(ref, bool):
-        model = models.filter(pk=ref).first() if 0 < ref < 2**63 else None
-    elif isinstance(ref, str) and ref.strip():
-        model = models.filter(name=ref).order_by("-created_at", "-id").first()
-    else:
+    if isinstance(ref, bool) or not isinstance(ref, (int, str)) or not str(ref).strip():
         raise ValidationFailed("model must be a model id or name.", details={"field": "model"})
+    model = model_by_ref(ref)
     if model is None:
         raise NotFound("No such model.", details={"model": ref})
     return model

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from atoms.embedding import TEXT_MODALITIES
 from atoms.models import Atom
 from hartonomous.errors import NotFound, Unprocessable, ValidationFailed
 
@@ -48,7 +49,6 @@ FLUSH_EVERY = 32
 FIRST_FLUSH = 8               # the first batch is small: a run without credits stops early
 MIN_MASS = 0.001              # attributions below this share of a token's attention are not recorded
 TOP_ATTRIBUTIONS = 5
-TEXT_MODALITIES = ["text", "code", "document"]
 
 
 @dataclass
@@ -168,7 +168,7 @@ def retrieve(spec: GenerationSpec) -> list[Source]:
     elif spec.k == 0:
         return []
     else:
-        filters = AtomFilters(modality=TEXT_MODALITIES, metadata=spec.metadata_filter)
+        filters = AtomFilters(modality=list(TEXT_MODALITIES), metadata=spec.metadata_filter)
         scored = [(h.atom, h.score) for h in atom_search(SearchQuery(text=_query_text(spec), k=spec.k, filters=filters))]
     hist = _history_ids([a.pk for a, _ in scored])
     return [Source(a.pk, _atom_text(a), float(s), a.sha256, hist.get(a.pk)) for a, s in scored if _atom_text(a).strip()]

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from atoms.embedding import TEXT_MODALITIES
 from atoms.models import Atom
 from atoms.services import blobs_discard_unreferenced
 from atoms.storage import blobstore
@@ -26,7 +27,6 @@ KIND = "knn-datastore"
 KNN_K = 16
 KNN_TEMPERATURE = 0.1
 WINDOW = 512
-TEXT_MODALITIES = ("text", "code", "document")
 _cache: dict[str, object] = {}
 _lock = threading.Lock()
 

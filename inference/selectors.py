@@ -8,6 +8,16 @@ from atoms.models import Atom
 from .models import Model
 
 
+def model_by_ref(ref) -> Model | None:
+    """A model by id (an int or a digit string) or else by name (the newest of that name)."""
+    qs = Model.objects.select_related("root", "tokenizer")
+    text = str(ref).strip()
+    model = qs.filter(pk=int(text)).first() if text.isdigit() and 0 < int(text) < 2**63 else None
+    if model is None and text:
+        model = qs.filter(name=text).order_by("-created_at", "-id").first()
+    return model
+
+
 def models_list() -> QuerySet[Model]:
     return Model.objects.select_related("root", "tokenizer").order_by("-created_at", "-id")
 

@@ -218,12 +218,9 @@ class PredictResult:
 
 
 def _sampling(params: dict):
-    from .runtime import SamplingParams
+    from .generation import sampling_params
 
-    try:
-        return SamplingParams(**params)
-    except (ValueError, TypeError) as exc:
-        raise ValidationFailed(f"Invalid sampling parameters: {exc}") from None
+    return sampling_params(params)
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:

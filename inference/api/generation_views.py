@@ -24,6 +24,7 @@ from provenance.selectors import generations_for_atom
 from ..generation import generation_start
 from ..models import Model
 from ..replay import generation_replay
+from ..selectors import model_by_ref
 from . import generation_serializers as s
 from .sse import sse, streaming_response
 
@@ -39,13 +40,7 @@ def principal_label(user) -> str:
 
 def generator_model(ref) -> Model:
     """A model by id (int or digit string) or, failing that, by name (the newest of that name)."""
-    qs = Model.objects.select_related("root")
-    model = None
-    text = str(ref).strip()
-    if text.isdigit() and int(text) < 2**63:
-        model = qs.filter(pk=int(text)).first()
-    if model is None and text:
-        model = qs.filter(name=text).order_by("-created_at", "-id").first()
+    model = model_by_ref(ref)
     if model is None:
         raise NotFound("No such model.", details={"model": ref}, code="model_not_found")
     return model

@@ -10,11 +10,11 @@ from hartonomous.progress import Progress
 
 from ...knn import knn_datastore_build
 from ...models import Model
+from ...selectors import model_by_ref
 
 
 def find_model(ref: str) -> Model:
-    qs = Model.objects.select_related("root")
-    model = qs.filter(pk=int(ref)).first() if ref.isdigit() else qs.filter(name=ref).order_by("-created_at").first()
+    model = model_by_ref(ref)
     if model is None:
         raise CommandError(f"No model {ref!r} in this tenant.")
     return model
