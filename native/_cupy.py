@@ -55,6 +55,49 @@ def _device_scores(qd, rows, factor, cosine):
     return s
 
 
+def _scatter_add(cp, a, idx, v):
+    if hasattr(cp.add, "at"):  # CuPy >= 13; cupyx.scatter_add is deprecated there
+        cp.add.at(a, idx, v)
+    else:
+        import cupyx
+
+        cupyx.scatter_add(a, idx, v)
+
+
+def _lloyd_step(xd, c):
+    # xd: (N, D) float32 device; c: (K, D) host -> labels, min sq. distances, per-cluster sums, counts
+    cp = _cp()
+    cd = cp.asarray(c, dtype=cp.float64)
+    d = _device_sqdist(xd, cd)  # (N, K) float64
+    labels = cp.argmin(d, axis=1)
+    mindist = d[cp.arange(len(labels)), labels]
+    k = cd.shape[0]
+    sums = cp.zeros((k, xd.shape[1]), dtype=cp.float64)
+    _scatter_add(cp, sums, labels, xd.astype(cp.float64))
+    counts = cp.bincount(labels, minlength=k)
+    return (cp.asnumpy(labels).astype(np.int64), cp.asnumpy(mindist), cp.asnumpy(sums),
+            cp.asnumpy(counts).astype(np.int64))
+
+
+class _Resident:
+    """The points of one k-means run copied to the device once: steps and distances over those
+    points reuse the copy; other arrays (mini-batches, k-means++ candidates) are copied per call."""
+
+    def __init__(self, x):
+        self.x = x
+        self.xd = _cp().asarray(x, dtype=_cp().float32)
+
+    def _device(self, x):
+        return self.xd if x is self.x else _cp().asarray(x, dtype=_cp().float32)
+
+    def lloyd_step(self, x, c):
+        return _lloyd_step(self._device(x), c)
+
+    def sqdist(self, x, c):
+        cp = _cp()
+        return cp.asnumpy(_device_sqdist(self._device(x), cp.asarray(c, dtype=cp.float64)))
+
+
 class CupyKernels:
     """The GPU kernels under the signatures shared with the C and reference backends."""
 
@@ -99,25 +142,16 @@ class CupyKernels:
 
     @staticmethod
     def lloyd_step(x, c):
-        cp = _cp()
-        import cupyx
-
-        xd = cp.asarray(x, dtype=cp.float32)
-        cd = cp.asarray(c, dtype=cp.float64)
-        d = _device_sqdist(xd, cd)  # (N, K) float64
-        labels = cp.argmin(d, axis=1)
-        mindist = d[cp.arange(len(labels)), labels]
-        k = cd.shape[0]
-        sums = cp.zeros((k, xd.shape[1]), dtype=cp.float64)
-        cupyx.scatter_add(sums, labels, xd.astype(cp.float64))
-        counts = cp.bincount(labels, minlength=k)
-        return (cp.asnumpy(labels).astype(np.int64), cp.asnumpy(mindist), cp.asnumpy(sums),
-                cp.asnumpy(counts).astype(np.int64))
+        return _lloyd_step(_cp().asarray(x, dtype=_cp().float32), c)
 
     @staticmethod
     def sqdist(x, c):
         cp = _cp()
         return cp.asnumpy(_device_sqdist(cp.asarray(x, dtype=cp.float32), cp.asarray(c, dtype=cp.float64)))
+
+    @staticmethod
+    def resident(x):
+        return _Resident(x)
 
     @staticmethod
     def attention(q, k, v):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import reference as ref
-from ._backend import backend
+from ._backend import backend_for
 from .reference import KMeansResult, Moments, MomentState
 
 __all__ = [
@@ -46,9 +46,13 @@ METRICS = ("cosine", "dot")
 NONFINITE = "non-finite score: NaN/inf in the input (or overflow)"
 
 
-def _impl() -> type:
-    """The kernels of the backend in force, under one set of signatures (see _ReferenceKernels)."""
-    name = backend()
+GPU_MIN_QUERIES = 128  # auto mode: fewer queries than this are scored on the CPU (the matrix copy dominates)
+
+
+def _impl(work: str = "small") -> type:
+    """The kernels of the backend for this work (see _backend.backend_for), under one set of
+    signatures (see _ReferenceKernels)."""
+    name = backend_for(work)
     if name == "c":
         return _CKernels
     if name == "cupy":
@@ -79,6 +83,10 @@ def _matrix(m, what: str = "matrix", dtypes=(np.float32, np.float16)) -> np.ndar
         names = ", ".join(np.dtype(t).name for t in dtypes)
         raise ValueError(f"{what}: dtype must be one of {names}, got {m.dtype}")
     return np.ascontiguousarray(m)
+
+
+def _search_work(q: np.ndarray) -> str:
+    return "batched" if len(q) >= GPU_MIN_QUERIES else "small"
 
 
 def _queries(q, dim: int) -> tuple[np.ndarray, bool]:
@@ -135,7 +143,7 @@ def scores(queries, matrix, metric: str = "cosine") -> np.ndarray:
     """Dot or cosine scores. queries (D,) or (Q, D); matrix (N, D) float32|float16 -> (N,)|(Q, N) f32."""
     m = _matrix(matrix)
     q, single = _queries(queries, m.shape[1])
-    s = _impl().scores(q, m, None, _metric(metric))
+    s = _impl(_search_work(q)).scores(q, m, None, _metric(metric))
     return s[0] if single else s
 
 
@@ -144,7 +152,7 @@ def topk(queries, matrix, k: int, metric: str = "cosine") -> tuple[np.ndarray, n
     k' = min(k, N)."""
     m = _matrix(matrix)
     q, single = _queries(queries, m.shape[1])
-    idx, sc = _impl().topk(q, m, None, _metric(metric), _k(k))
+    idx, sc = _impl(_search_work(q)).topk(q, m, None, _metric(metric), _k(k))
     return (idx[0], sc[0]) if single else (idx, sc)
 
 
@@ -168,7 +176,7 @@ def topk_int8(queries, q, scale, k: int, metric: str = "cosine", rescore=None, o
         raise ValueError(f"oversample must be a positive integer, got {oversample!r}")
     queries2, single = _queries(queries, qm.shape[1])
     cosine, k = _metric(metric), _k(k)
-    impl = _impl()
+    impl = _impl(_search_work(queries2))
     if rescore is None:
         idx, s = impl.topk(queries2, qm, sc, cosine, k)
     else:
@@ -261,11 +269,12 @@ def kmeans(
         if init.shape != (k, x.shape[1]):
             raise ValueError(f"init: expected shape {(k, x.shape[1])}, got {init.shape}")
         _finite(init, "init")
-    impl = _impl()
-    mean_var = float(impl.moments_of_batch(x, False).m2.mean()) / x.shape[0]
+    mean_var = float(_impl().moments_of_batch(x, False).m2.mean()) / x.shape[0]
+    impl = _impl("batched")
+    points = impl.resident(x) if hasattr(impl, "resident") else impl  # GPU: x copied once per run
     return ref.kmeans(
         x, k, seed=seed, max_iter=max_iter, tol=tol, init=init, method=method,
-        batch_size=batch_size, step_fn=impl.lloyd_step, sqdist_fn=impl.sqdist, mean_var=mean_var,
+        batch_size=batch_size, step_fn=points.lloyd_step, sqdist_fn=points.sqdist, mean_var=mean_var,
     )
 
 
