@@ -1,7 +1,7 @@
 from django.contrib import admin
 from simple_history.admin import SimpleHistoryAdmin
 
-from .models import InferenceRequest, Model, ModelLineage, ModelTensor
+from .models import InferenceRequest, Model, ModelJob, ModelLineage, ModelTensor
 
 
 class ModelTensorInline(admin.TabularInline):
@@ -42,3 +42,14 @@ class InferenceRequestAdmin(admin.ModelAdmin):
     list_display = ("id", "model", "kind", "tokens_in", "tokens_out", "duration_ms", "cost", "created_at")
     list_filter = ("kind",)
     date_hierarchy = "created_at"
+
+
+@admin.register(ModelJob)
+class ModelJobAdmin(admin.ModelAdmin):
+    list_display = ("task_id", "kind", "model", "state", "created_at", "finished_at")
+    list_filter = ("kind", "state")
+    readonly_fields = ("task_id", "kind", "model", "params", "state", "result", "error", "created_at", "finished_at")
+    date_hierarchy = "created_at"
+
+    def has_add_permission(self, request) -> bool:
+        return False

@@ -114,3 +114,36 @@ class InferenceRequest(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} on {self.model_id}: {self.tokens_in}→{self.tokens_out}"
+
+
+class JobKind(models.TextChoices):
+    KNN = "knn"
+    STUDENT = "student"
+
+
+class JobState(models.TextChoices):
+    QUEUED = "queued"
+    RUNNING = "running"
+    FINISHED = "finished"
+    FAILED = "failed"
+
+
+class ModelJob(models.Model):
+    """Long model work queued by the API (a kNN-LM datastore, a student extraction): what the client
+    polls at GET /api/models/jobs/{task_id}. The Celery task id is chosen before the job is queued."""
+
+    task_id = models.CharField(max_length=64, unique=True)
+    kind = models.CharField(max_length=16, choices=JobKind.choices)
+    model = models.ForeignKey(Model, on_delete=models.CASCADE, related_name="jobs")
+    params = models.JSONField(default=dict, blank=True)
+    state = models.CharField(max_length=16, choices=JobState.choices, default=JobState.QUEUED)
+    result = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.task_id} {self.state}"

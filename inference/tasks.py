@@ -55,9 +55,35 @@ def on_model_file(sender, tenant=None, schema=None, atom=None, **kwargs) -> None
         logging.getLogger(__name__).warning("model ingestion not queued: %s", exc)
 
 
-@shared_task(name="inference.knn_build", acks_late=True, autoretry_for=(ConnectionError,),
+@contextlib.contextmanager
+def _tracked(task_id: str | None, schema: str):
+    """Record a queued ModelJob's state around the work: running, then finished with the result or
+    failed with the reason. Bad input found by the service fails the job for good (no retry); any other
+    error is recorded and re-raised so Celery retries or dead-letters it. Yields a dict for the result."""
+    from django.utils import timezone
+
+    from hartonomous.errors import ApplicationError
+
+    from .models import JobState, ModelJob
+
+    jobs = ModelJob.objects.filter(task_id=task_id or "")
+    jobs.update(state=JobState.RUNNING, error="")
+    out: dict = {}
+    try:
+        yield out
+    except ApplicationError as exc:
+        jobs.update(state=JobState.FAILED, error=str(exc), finished_at=timezone.now())
+        out["error"] = str(exc)
+        return
+    except Exception as exc:
+        jobs.update(state=JobState.FAILED, error=f"{type(exc).__name__}: {exc}", finished_at=timezone.now())
+        raise
+    jobs.update(state=JobState.FINISHED, result=out, finished_at=timezone.now())
+
+
+@shared_task(name="inference.knn_build", bind=True, acks_late=True, autoretry_for=(ConnectionError,),
              retry_backoff=1, retry_backoff_max=16, max_retries=5)
-def knn_build_task(schema: str, model_id: int, max_atoms: int = 5000, max_tokens: int = 200_000,
+def knn_build_task(self, schema: str, model_id: int, max_atoms: int = 5000, max_tokens: int = 200_000,
                    metadata: dict | None = None) -> dict:
     """Build a model's kNN-LM datastore over the tenant's text atoms (POST /api/models/{id}/knn)."""
     from tenants.models import Tenant
@@ -66,20 +92,46 @@ def knn_build_task(schema: str, model_id: int, max_atoms: int = 5000, max_tokens
     from .models import Model
 
     tenant = Tenant.objects.get(schema_name=schema)
-    with schema_context(schema):
+    with schema_context(schema), _tracked(self.request.id, schema) as out:
         model = Model.objects.select_related("root").get(pk=model_id)
         atom = knn_datastore_build(tenant=tenant, model=model, max_atoms=max_atoms, max_tokens=max_tokens,
                                    metadata=metadata)
-        return {"datastore": atom.pk, **atom.metadata}
+        out.update(datastore=atom.pk, **atom.metadata)
+    return out
 
 
-def knn_build_enqueue(*, tenant, model, max_atoms: int, max_tokens: int, metadata: dict | None = None) -> str:
-    """Queue knn_build_task after the request's transaction commits; the task id, chosen now."""
+@shared_task(name="inference.student_extract", bind=True, acks_late=True, autoretry_for=(ConnectionError,),
+             retry_backoff=1, retry_backoff_max=16, max_retries=5)
+def student_extract_task(self, schema: str, model_id: int, drop: int, max_tokens: int = 64,
+                         name: str | None = None, texts: list[str] | None = None) -> dict:
+    """Derive a student of a model (POST /api/models/{id}/students); see services.model_student_extract."""
+    from tenants.models import Tenant
+
+    from .models import Model
+    from .services import model_student_extract
+
+    tenant = Tenant.objects.get(schema_name=schema)
+    with schema_context(schema), _tracked(self.request.id, schema) as out:
+        parent = Model.objects.select_related("root").get(pk=model_id)
+        r = model_student_extract(tenant=tenant, parent=parent, drop=drop, texts=texts, max_tokens=max_tokens,
+                                  name=name)
+        out.update(student=r.model.pk, created=r.created, dropped=r.dropped,
+                   parent_perplexity=r.parent_perplexity, student_perplexity=r.student_perplexity)
+    return out
+
+
+_TASKS = {"knn": knn_build_task, "student": student_extract_task}
+
+
+def model_job_enqueue(*, tenant, kind: str, model, params: dict):
+    """A ModelJob row now and its task queued after the request's transaction commits."""
     import uuid
 
     from django.db import transaction
 
-    task_id = uuid.uuid4().hex
-    args = (tenant.schema_name, model.pk, max_atoms, max_tokens, metadata or None)
-    transaction.on_commit(lambda: knn_build_task.apply_async(args, task_id=task_id))
-    return task_id
+    from .models import ModelJob
+
+    job = ModelJob.objects.create(task_id=uuid.uuid4().hex, kind=kind, model=model, params=params)
+    task = _TASKS[kind]
+    transaction.on_commit(lambda: task.apply_async((tenant.schema_name, model.pk), params, task_id=job.task_id))
+    return job

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from ..models import InferenceKind, Model, ModelLineage, ModelTensor
+from ..models import InferenceKind, LineageRelation, Model, ModelJob, ModelLineage, ModelTensor
 
 
 class ModelOutput(serializers.ModelSerializer):
@@ -24,7 +24,7 @@ class TensorOutput(serializers.ModelSerializer):
 class LineageOutput(serializers.ModelSerializer):
     class Meta:
         model = ModelLineage
-        fields = ["child", "parent", "relation", "metadata", "created_at"]
+        fields = ["id", "child", "parent", "relation", "metadata", "created_at"]
 
 
 class ModelDetailOutput(ModelOutput):
@@ -123,7 +123,26 @@ class KnnBuildInput(serializers.Serializer):
     metadata = serializers.DictField(required=False, help_text="Only the atoms whose metadata contains this")
 
 
-class KnnBuildOutput(serializers.Serializer):
-    model = serializers.IntegerField()
-    task = serializers.CharField(help_text="Celery task id; the datastore atom appears when it is done")
-    status = serializers.CharField()
+class StudentInput(serializers.Serializer):
+    drop = serializers.IntegerField(min_value=1, max_value=1000, help_text="How many layers to drop")
+    max_tokens = serializers.IntegerField(default=64, min_value=8, max_value=2048,
+                                          help_text="Tokens of the tenant's text that rank layer importance")
+    name = serializers.CharField(required=False, max_length=200)
+    texts = serializers.ListField(child=serializers.CharField(max_length=100_000), required=False, max_length=100,
+                                  help_text="Text to measure on (default: the tenant's newest text atoms)")
+
+
+class ModelJobOutput(serializers.ModelSerializer):
+    task = serializers.CharField(source="task_id", help_text="Poll GET /api/models/jobs/{task}")
+    status = serializers.CharField(source="state")
+
+    class Meta:
+        model = ModelJob
+        fields = ["task", "kind", "model", "params", "status", "result", "error", "created_at", "finished_at"]
+
+
+class LineageInput(serializers.Serializer):
+    parent = serializers.IntegerField(min_value=1)
+    relation = serializers.ChoiceField(choices=LineageRelation.choices)
+    metadata = serializers.DictField(required=False)
+

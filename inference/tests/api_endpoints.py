@@ -9,13 +9,14 @@ TINY_TOKENS = ["<unk>", "<s>", "</s>", "a", "b", "c", "d", "e", "f", "g", "h", "
 
 
 def write_tiny_gguf(path: Path, *, arch: str = "llama", bad_shape: bool = False, tokenizer: bool = True,
-                    seed: int = 0, context: int = 64, chat_template: str | None = None) -> Path:
-    """A 1-layer llama GGUF (F32, dim 32, vocab 16, GPT-2 style tokenizer) written with the gguf package."""
+                    seed: int = 0, context: int = 64, chat_template: str | None = None, layers: int = 1) -> Path:
+    """A small llama GGUF (F32, `layers` layers, dim 32, vocab 16, GPT-2 style tokenizer) written with the
+    gguf package."""
     import gguf
 
     w = gguf.GGUFWriter(str(path), arch)
     dim, ffn, vocab = 32, 64, len(TINY_TOKENS)
-    w.add_block_count(1)
+    w.add_block_count(layers)
     w.add_context_length(context)
     w.add_embedding_length(dim)
     w.add_feed_forward_length(ffn)
@@ -32,11 +33,13 @@ def write_tiny_gguf(path: Path, *, arch: str = "llama", bad_shape: bool = False,
         if chat_template:
             w.add_chat_template(chat_template)
     rng = np.random.default_rng(seed)
-    shapes = {"token_embd.weight": (vocab, dim), "output_norm.weight": (dim,), "blk.0.attn_norm.weight": (dim,),
-              "blk.0.attn_q.weight": (dim, dim), "blk.0.attn_k.weight": (dim, dim), "blk.0.attn_v.weight": (dim, dim),
-              "blk.0.attn_output.weight": (dim, dim), "blk.0.ffn_norm.weight": (dim,),
-              "blk.0.ffn_gate.weight": (ffn, dim), "blk.0.ffn_up.weight": (ffn, dim),
-              "blk.0.ffn_down.weight": (dim, dim if bad_shape else ffn)}
+    shapes = {"token_embd.weight": (vocab, dim), "output_norm.weight": (dim,)}
+    for i in range(layers):
+        shapes.update({f"blk.{i}.attn_norm.weight": (dim,), f"blk.{i}.attn_q.weight": (dim, dim),
+                       f"blk.{i}.attn_k.weight": (dim, dim), f"blk.{i}.attn_v.weight": (dim, dim),
+                       f"blk.{i}.attn_output.weight": (dim, dim), f"blk.{i}.ffn_norm.weight": (dim,),
+                       f"blk.{i}.ffn_gate.weight": (ffn, dim), f"blk.{i}.ffn_up.weight": (ffn, dim),
+                       f"blk.{i}.ffn_down.weight": (dim, dim if bad_shape else ffn)})
     for name, shape in shapes.items():
         w.add_tensor(name, (rng.standard_normal(shape) * 0.2).astype(np.float32))
     w.write_header_to_file()
@@ -58,6 +61,43 @@ def make_tiny_model(owner) -> dict:
     finally:
         connection.set_schema_to_public()
     return {"id": result.model.pk}
+
+
+def make_layered_model(owner) -> dict:
+    """A 3-layer tiny llama (students can drop 1 or 2 layers), in the owner's schema."""
+    from django.db import connection
+
+    from inference.services import model_ingest
+
+    connection.set_tenant(owner.tenant)
+    try:
+        with tempfile.TemporaryDirectory() as d:
+            result = model_ingest(tenant=owner.tenant, path=write_tiny_gguf(Path(d) / "tiny3.gguf", layers=3, seed=5),
+                                  name="tiny3")
+    finally:
+        connection.set_schema_to_public()
+    return {"id": result.model.pk}
+
+
+def make_model_job(owner) -> dict:
+    """A queued kNN job on the owner's tiny model (its task is never sent: no commit in a test)."""
+    from django.db import connection
+
+    from inference.models import Model
+    from inference.tasks import model_job_enqueue
+
+    made = make_tiny_model(owner)
+    connection.set_tenant(owner.tenant)
+    try:
+        job = model_job_enqueue(tenant=owner.tenant, kind="knn", model=Model.objects.get(pk=made["id"]),
+                                params={"max_atoms": 1, "max_tokens": 2})
+    finally:
+        connection.set_schema_to_public()
+    return {"id": job.task_id}
+
+
+def _lineage_body(owner) -> dict:
+    return {"parent": make_tiny_model(owner)["id"], "relation": "fine_tuned_from"}
 
 
 TINY_CHAT = "{% for m in messages %}{{ m['content'] }} {% endfor %}"
@@ -171,6 +211,16 @@ ENDPOINTS = [
     Endpoint("model-knn", "post", "/api/models/{id}/knn", "write", make=make_tiny_model,
              body=lambda o: {"max_atoms": 10}, ok_status=202,
              invalid_bodies=[{"max_atoms": 0}, {"max_tokens": 1}, {"metadata": "x"}, {"max_atoms": "many"}]),
+    Endpoint("model-students", "post", "/api/models/{id}/students", "write", make=make_layered_model,
+             body=lambda o: {"drop": 1, "texts": ["a b a b"]}, ok_status=202,
+             invalid_bodies=[{}, {"drop": 0}, {"drop": 3}, {"drop": "one"}, {"drop": 1, "max_tokens": 2},
+                             {"drop": 1, "texts": "abc"}, {"drop": 1, "name": "n" * 300}]),
+    Endpoint("model-lineage", "post", "/api/models/{id}/lineage", "admin", make=make_layered_model,
+             body=_lineage_body, ok_status=201,
+             invalid_bodies=[{}, {"parent": 1, "relation": "cousin_of"}, {"parent": "x", "relation": "student_of"},
+                             {"parent": 10**9, "relation": "student_of"}, {"parent": 1, "relation": "student_of",
+                                                                              "metadata": "x"}]),
+    Endpoint("model-job", "get", "/api/models/jobs/{id}", "read", make=make_model_job),
     Endpoint("model-predict", "post", "/api/models/predict", "generate", body=_predict_body,
              invalid_bodies=[{}, {"model": 1, "kind": "dance", "text": "a"}, {"model": 1, "kind": "next_token"},
                              {"model": 1, "kind": "complete", "text": "a", "max_tokens": 0},

@@ -1,0 +1,66 @@
+"""Model jobs end to end through the real ASGI server and Celery worker: POST queues, the worker runs
+it, GET /api/models/jobs/{task} reports the state and the result (or the reason it failed)."""
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+import uuid
+
+import pytest
+
+from inference.tests.api_endpoints import make_layered_model
+
+pytestmark = pytest.mark.live
+
+
+def _call(method: str, url: str, key: str, body: dict | None = None) -> tuple[int, dict]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method,
+                                     headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def _settled(base: str, key: str, task: str, timeout: float = 90) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        status, job = _call("GET", f"{base}/api/models/jobs/{task}", key)
+        assert status == 200, job
+        if job["status"] in ("finished", "failed"):
+            return job
+        assert time.monotonic() < deadline, f"the job is still {job['status']} after {timeout} s"
+        time.sleep(0.3)
+
+
+def test_a_student_is_extracted_by_the_worker_and_its_job_reports_it(asgi_server, celery_worker, alpha, beta,
+                                                                      committed):
+    parent = make_layered_model(alpha)["id"]
+    texts = ["a b a b a b a b a b a b a b a b a b a b " + uuid.uuid4().hex]
+    status, job = _call("POST", f"{asgi_server}/api/models/{parent}/students", alpha.keys["write"],
+                        {"drop": 1, "texts": texts, "max_tokens": 32, "name": "tiny3-student"})
+    assert status == 202 and job["status"] == "queued" and job["kind"] == "student", job
+    assert _call("GET", f"{asgi_server}/api/models/jobs/{job['task']}", beta.keys["all"])[0] == 404
+
+    done = _settled(asgi_server, alpha.keys["read"], job["task"])
+    assert done["status"] == "finished" and done["error"] == "", done
+    assert len(done["result"]["dropped"]) == 1 and done["result"]["student_perplexity"] > 1
+    status, student = _call("GET", f"{asgi_server}/api/models/{done['result']['student']}", alpha.keys["read"])
+    assert status == 200 and student["name"] == "tiny3-student"
+    assert student["hyperparameters"]["block_count"] == 2
+    assert [(e["parent"], e["relation"]) for e in student["lineage"]] == [(parent, "student_of")]
+    assert _call("GET", f"{asgi_server}/api/models/{student['id']}", beta.keys["all"])[0] == 404
+
+
+def test_a_job_that_cannot_run_fails_with_the_reason(asgi_server, celery_worker, alpha, committed):
+    model = make_layered_model(alpha)["id"]
+    tag = uuid.uuid4().hex  # no atom carries it: the datastore has nothing to hold
+    status, job = _call("POST", f"{asgi_server}/api/models/{model}/knn", alpha.keys["write"],
+                        {"max_atoms": 5, "metadata": {"tag": tag}})
+    assert status == 202, job
+    done = _settled(asgi_server, alpha.keys["read"], job["task"])
+    assert done["status"] == "failed" and "no text atoms" in done["error"], done
+    assert done["finished_at"] and done["result"] == {}
