@@ -2,7 +2,8 @@
 
 Never touches the original file. Each chunk's SHA-256 is verified once per process (the blob is hashed
 when first mapped); single-chunk tensors are zero-copy views of the mapped blob, multi-chunk tensors are
-concatenated. Loaded runtimes are cached per process by the model's manifest digest.
+their blob files mapped back to back into one range (inference.contiguous; joined in RAM only on a store
+without local files). Loaded runtimes are cached per process by the model's manifest digest.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from atoms.models import Atom
 from atoms.storage import blobstore
 from hartonomous.errors import Unprocessable
 
+from .contiguous import map_files
 from .models import Model
 
 __all__ = ["LoadedModel", "load_runtime", "model_manifest", "model_tensor_source", "read_atom_bytes"]
@@ -57,6 +59,21 @@ def model_manifest(model: Model) -> dict:
     return json.loads(read_atom_bytes(model.root))
 
 
+def _tensor_bytes(digests: list[str]) -> Any:
+    """One buffer over a tensor's chunk blobs: a view, never a copy, on the filesystem store."""
+    if len(digests) == 1:
+        return _map_blob(digests[0])
+    store = blobstore()
+    if isinstance(store, FileSystemBlobStore):
+        for sha in digests:
+            if sha not in _verified:
+                _map_blob(sha)  # hashes it once per process
+        mapped = map_files([store.path(sha) for sha in digests])
+        if mapped is not None:
+            return mapped
+    return b"".join(_map_blob(sha) for sha in digests)
+
+
 def model_tensor_source(model: Model) -> dict[str, tuple[str, tuple[int, ...], Any]]:
     """name -> (qtype, shape, bytes-like) for every tensor of `model`, read from its tensor atoms."""
     tensors = list(model.tensors.order_by("index"))
@@ -64,8 +81,7 @@ def model_tensor_source(model: Model) -> dict[str, tuple[str, tuple[int, ...], A
     sha = dict(Atom.objects.filter(pk__in=ids).values_list("id", "sha256"))
     out = {}
     for t in tensors:
-        parts = [_map_blob(sha[i]) for i in t.chunks]
-        buf = parts[0] if len(parts) == 1 else b"".join(parts)
+        buf = _tensor_bytes([sha[i] for i in t.chunks])
         if len(buf) != t.nbytes:
             raise Unprocessable(f"Tensor {t.name!r}: atoms hold {len(buf)} bytes, expected {t.nbytes}.")
         out[t.name] = (t.qtype, tuple(int(s) for s in t.shape), buf)
