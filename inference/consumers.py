@@ -185,15 +185,12 @@ def generate_to(*, tenant, principal: str, content, emit, stop: threading.Event)
 
 def _drain(stream, emit, stop: threading.Event) -> bool:
     """True when the stream ran to its done event."""
-    tokens = 0
     try:
         for event in stream:
-            tokens += event["type"] == "token"
             sent = emit(event)
-            # stop only once a token is out: the stream closes a run as "disconnected" from there on
             if event["type"] == "done":
                 return True
-            if tokens and (not sent or stop.is_set()):
+            if not sent or stop.is_set():  # closing the stream closes its run as "disconnected"
                 return False
         return False
     finally:

@@ -16,6 +16,7 @@ and closes the run as cancelled / "disconnected"; an error closes it as failed.
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import random
 import time
@@ -291,6 +292,10 @@ class GenerationStream:
         return next(self._events)
 
     def close(self) -> None:
+        """Stop the stream: the run is closed as cancelled / "disconnected" with the steps so far. A stream
+        never read is first run to its run event (no token is decoded), so its run is closed too."""
+        if inspect.getgeneratorstate(self._events) == inspect.GEN_CREATED:
+            next(self._events, None)
         self._events.close()
 
     # ---- events ----

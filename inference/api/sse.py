@@ -51,15 +51,8 @@ def failure_body(exc: BaseException) -> dict:
 
 
 def stream_cancel(stream) -> None:
-    """Close a stream cut short. A GenerationStream closed before its first token would leave its run
-    open, so drive it to the first token (or its end) before closing."""
-    try:
-        if not getattr(stream, "tokens", None):
-            for event in stream:
-                if event["type"] != "run":
-                    break
-    finally:
-        stream.close()
+    """Close a stream cut short (GenerationStream.close closes its run, read or not)."""
+    stream.close()
 
 
 # --------------------------------------------------------------------------------------------------

@@ -90,6 +90,14 @@ def test_closing_the_stream_keeps_the_steps_and_marks_the_run(smol, alpha, facts
     assert list(run.steps.values_list("position", flat=True)) == [0, 1, 2]
     assert ProvNode.objects.filter(kind="run", ref=str(run.pk)).exists()
 
+    for read in (0, 1):  # never read; only its run event read: closed, and no token decoded
+        stream = generation_start(tenant=alpha.tenant, spec=GenerationSpec(model=smol, prompt=QUESTION, k=1,
+                                                                             sampling={"max_tokens": 40}))
+        [next(stream) for _ in range(read)]
+        stream.close()
+        run = GenerationRun.objects.get(pk=stream.run.pk)
+        assert (run.status, run.finish_reason, run.steps.count()) == ("cancelled", "disconnected", 0)
+
 
 def test_it_stops_when_the_credits_run_out(smol, alpha, facts):  # noqa: F811
     CreditBalance.objects.filter(tenant=alpha.tenant).update(balance=Decimal("0.0001"))
