@@ -29,13 +29,13 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 import native
+from atoms.embedding import TEXT_MODALITIES
 from atoms.models import Atom, AtomEmbedding, AtomRelation, RelationType
 
 from .models import Concept, ConceptEvent, DiscoveryRun
 
 log = logging.getLogger(__name__)
 
-TEXT_MODALITIES = {"text", "code", "document"}
 SKIP_MODALITIES = ("concept",)
 MEMBER_OF = RelationType.MEMBER_OF
 JOB = "discover-concepts"
