@@ -1,24 +1,18 @@
 """End to end through the real ASGI server and Celery worker: ingest → embed task → hybrid search."""
 from __future__ import annotations
 
-import json
 import time
-import urllib.request
 import uuid
 
 import pytest
+
+from tests.live_http import call
 
 pytestmark = pytest.mark.live
 
 
 def _post(url: str, key: str, body: dict) -> tuple[int, dict]:
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                     headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+    return call("POST", url, key, body)
 
 
 def test_an_ingested_text_is_embedded_by_the_worker_and_found(asgi_server, celery_worker, alpha, committed):

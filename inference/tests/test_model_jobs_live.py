@@ -2,27 +2,15 @@
 it, GET /api/models/jobs/{task} reports the state and the result (or the reason it failed)."""
 from __future__ import annotations
 
-import json
 import time
-import urllib.request
 import uuid
 
 import pytest
 
 from inference.tests.api_endpoints import make_layered_model
+from tests.live_http import call as _call
 
 pytestmark = pytest.mark.live
-
-
-def _call(method: str, url: str, key: str, body: dict | None = None) -> tuple[int, dict]:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method,
-                                     headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
 
 
 def _settled(base: str, key: str, task: str, timeout: float = 90) -> dict:
