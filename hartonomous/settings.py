@@ -150,6 +150,7 @@ STATIC_URL = "/static/"
 STATIC_ROOT = HOME / "static"
 # POST /api/models {"path"} may only read model files under these folders (the command has no limit)
 MODEL_IMPORT_ROOTS = env_list("MODEL_ROOTS", [str(HOME / "models")])
+LLM_BACKEND = env_str("LLM_BACKEND", "auto")  # auto (the C core) | c | gpu | reference: inference.runtime.Llama
 STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},

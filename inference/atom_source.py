@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from django.conf import settings
 
 from atoms.blobstore import FileSystemBlobStore
 from atoms.models import Atom
@@ -112,7 +113,7 @@ def _build(model: Model, n_ctx: int) -> LoadedModel:
         if model.architecture == "llama":
             source = DictTensorSource(items)
             config = LlamaConfig.from_metadata(meta, source["token_embd.weight"].shape[0])
-            loaded.llama = Llama(source, config, n_ctx=min(n_ctx, config.context_length))
+            loaded.llama = Llama(source, config, n_ctx=min(n_ctx, config.context_length), backend=settings.LLM_BACKEND)
             loaded.tokenizer = GGUFTokenizer(meta)
         elif model.architecture == "bert":
             loaded.encoder = _bert_encoder(model, meta, items)

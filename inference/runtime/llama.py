@@ -3,7 +3,10 @@
 Weights come from a tensor source (name -> Tensor(qtype, shape, raw bytes)), so the same model runs from
 a GGUF file or from content-addressed blobs. The fast path runs the whole stack in C
 (`native._quant.llama_forward`); `backend="reference"` runs the same math with NumPy kernels from
-native.reference_model, as an executable check of the C path.
+native.reference_model, as an executable check of the C path; `backend="gpu"` runs it on a GPU with the
+weights resident there (inference/runtime/llama_gpu.py): 6x the C path's prompt throughput on an H200, but
+decode is bound by CuPy's per-operation overhead, so it is opt-in (HARTONOMOUS_LLM_BACKEND=gpu), for
+prompt-heavy work such as scoring and kNN-LM datastore builds.
 
 Numerics follow llama.cpp (8-bit activations before quantized matmuls, f16 KV cache, adjacent-pair RoPE),
 so greedy tokens agree with llama.cpp on the same file.
@@ -92,18 +95,24 @@ class Llama:
     """A llama-architecture decoder. `forward(tokens, cache)` appends tokens to the cache."""
 
     def __init__(self, tensors: TensorSource, config: LlamaConfig, *, n_ctx: int = 2048,
-                 n_batch: int = 512, kv_pad: int = 256, backend: str = "auto"):
+                 n_batch: int = 512, kv_pad: int = 256, backend: str = "auto", xp=None):
         if not 1 <= n_ctx <= config.context_length:
             raise ValueError(f"n_ctx must be in [1, {config.context_length}], got {n_ctx}")
-        if backend not in ("auto", "c", "reference"):
-            raise ValueError(f"backend must be auto|c|reference, got {backend!r}")
+        if backend not in ("auto", "c", "reference", "gpu"):
+            raise ValueError(f"backend must be auto|c|reference|gpu, got {backend!r}")
         if n_batch < 1 or kv_pad < 1:
             raise ValueError("n_batch and kv_pad must be >= 1")
         self.config, self.n_ctx, self.n_batch, self.kv_pad = config, n_ctx, n_batch, kv_pad
         self.tensors = tensors
         self.output_name = "output.weight" if "output.weight" in tensors else "token_embd.weight"  # tied
         self._check_shapes()
-        self._c_model = None
+        self._c_model = self._device = None
+        if backend == "gpu":
+            from .llama_gpu import DeviceLlama
+
+            self._device = DeviceLlama(self, xp)  # xp=numpy runs the device code on the host (tests)
+            self.backend = "gpu"
+            return
         if backend in ("auto", "c"):
             try:
                 from native import _quant
@@ -162,6 +171,8 @@ class Llama:
 
     # ---- running ----
     def new_cache(self) -> KVCache:
+        if self._device is not None:
+            return self._device.new_cache(self.n_ctx)
         c = self.config
         k = np.zeros((c.n_layer, self.n_ctx, c.n_head_kv, c.head_dim), np.float16)
         v = np.zeros((c.n_layer, c.n_head_kv, c.head_dim, self.n_ctx), np.float16)
@@ -200,6 +211,8 @@ class Llama:
     def _forward_chunk(self, toks: np.ndarray, cache: KVCache, layers: list[int], all_positions: bool) -> ForwardResult:
         c = self.config
         n_end = cache.n + toks.size
+        if self._device is not None:
+            return ForwardResult(*self._device.forward(toks, cache, layers, all_positions))
         if self._c_model is None:
             return self._forward_reference(toks, cache, layers, all_positions)
         rows = toks.size if all_positions else 1
