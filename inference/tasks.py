@@ -132,6 +132,22 @@ def model_job_enqueue(*, tenant, kind: str, model, params: dict):
     from .models import ModelJob
 
     job = ModelJob.objects.create(task_id=uuid.uuid4().hex, kind=kind, model=model, params=params)
-    task = _TASKS[kind]
-    transaction.on_commit(lambda: task.apply_async((tenant.schema_name, model.pk), params, task_id=job.task_id))
+    transaction.on_commit(lambda: _send(job, tenant.schema_name))
     return job
+
+
+def _send(job, schema: str) -> None:
+    """Queue the job's task; with the broker down the job is failed with the reason (nothing is lost:
+    the client sees it and asks again) instead of the request failing after its commit."""
+    import logging
+
+    from django.utils import timezone
+
+    from .models import JobState, ModelJob
+
+    try:
+        _TASKS[job.kind].apply_async((schema, job.model_id), job.params, task_id=job.task_id)
+    except Exception as exc:  # kombu raises its own OperationalError family
+        logging.getLogger(__name__).warning("model job %s not queued: %s", job.task_id, exc)
+        ModelJob.objects.filter(pk=job.pk).update(state=JobState.FAILED, finished_at=timezone.now(),
+                                                  error=f"The job could not be queued ({exc}); ask again.")

@@ -52,3 +52,23 @@ def test_a_job_that_cannot_run_fails_with_the_reason(asgi_server, celery_worker,
     done = _settled(asgi_server, alpha.keys["read"], job["task"])
     assert done["status"] == "failed" and "no text atoms" in done["error"], done
     assert done["finished_at"] and done["result"] == {}
+
+
+@pytest.mark.django_db
+def test_a_job_that_cannot_be_queued_fails_with_the_reason(alpha, monkeypatch, django_capture_on_commit_callbacks):
+    from django.db import connection
+
+    from hartonomous.celery import app
+    from inference.models import Model, ModelJob
+    from inference.tasks import model_job_enqueue
+
+    model_id = make_layered_model(alpha)["id"]
+    monkeypatch.setattr(app.conf, "broker_url", "redis://127.0.0.1:1/0")  # nothing listens there
+    monkeypatch.setattr(app, "_pool", None)
+    monkeypatch.setattr(app.amqp, "_producer_pool", None)
+    connection.set_tenant(alpha.tenant)
+    with django_capture_on_commit_callbacks(execute=True):
+        job = model_job_enqueue(tenant=alpha.tenant, kind="student", model=Model.objects.get(pk=model_id),
+                                params={"drop": 1})
+    job = ModelJob.objects.get(pk=job.pk)
+    assert job.state == "failed" and "could not be queued" in job.error and job.finished_at
