@@ -3,39 +3,45 @@
 Production: set NEO4J_URI (bolt://host:7687 or neo4j+s://...), NEO4J_USER, NEO4J_PASSWORD (or
 NEO4J_PASSWORD_FILE) and optionally HARTONOMOUS_NEO4J_DATABASE. Unset NEO4J_URI disables replication
 (the outbox keeps filling and the lag says so). Tests and the benchmarks use FalkorDB's Bolt server.
+PROVENANCE_REPLICA_STATEMENT_CHARS caps a statement's rendered size (default: 4,000 on a server that
+renders parameters as text, none on Neo4j). The first start against a replica written before node keys
+existed keys its nodes in one pass (replica_cypher.SCHEMA).
 
-Guarantees: events are read in outbox order per tenant (an advisory lock keeps one consumer per tenant),
-up to 500 per Neo4j transaction; every write is a MERGE keyed by (tenant, pg_id), so replaying a batch
-changes nothing; the PostgreSQL rows are marked sent only after the Neo4j commit, so a crash between the
-two replays the batch. A replica that cannot be reached raises ReplicaUnavailable (the task retries with
-exponential backoff; nothing is dead-lettered for it). A batch the replica rejects is retried event by
-event; an event rejected MAX_ATTEMPTS times goes to the dead-letter table.
+Guarantees: events are sent in outbox order per tenant (a session advisory lock keeps one consumer per
+tenant), up to 500 per Neo4j transaction, one transaction after the other; every write is a MERGE keyed
+by the tenant and the PostgreSQL id (nodes: `key` = "<tenant>:<pg_id>", edges: {tenant, pg_id} between
+their nodes), so replaying a batch changes nothing; the PostgreSQL rows are marked sent only after the
+Neo4j commit, so a crash between the two replays the batch. A replica that cannot be reached raises
+ReplicaUnavailable (the task retries with exponential backoff; nothing is dead-lettered for it). A batch
+the replica rejects is retried event by event; an event rejected MAX_ATTEMPTS times goes to the
+dead-letter table. Tenants are independent: `replicate_all_task` fans out one task per tenant, so
+Celery's worker processes drain several tenants in parallel, each in order.
 
-Cypher is limited to what Neo4j and FalkorDB both accept (MERGE, UNWIND $rows, list indexing, SET).
-FalkorDB's Bolt server crashes on messages above ~4 KB, so rows are sent in several statements of at
-most ROW_BYTES each, all inside the one transaction.
+Cypher is limited to what Neo4j and FalkorDB both accept (MERGE, UNWIND $rows, list indexing, SET); the
+statements, the node key and how a batch is cut into statements are in `replica_cypher.py`. At the first
+use per process and URI the consumer creates the key constraint/indexes and probes whether the server
+renders parameters as text (FalkorDB): then statements stay under its ~4 KB limit and strings are escaped.
 """
 from __future__ import annotations
 
-import json
 import threading
 import time
-from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 
-from django.db import connection, transaction
+from django.db import DatabaseError, connection
 from django.utils import timezone
 from django_tenants.utils import schema_context
 
 from hartonomous.env import env_str
 
-from .models import DeadLetter, EdgeType, OutboxEvent
+from .models import DeadLetter, OutboxEvent
+from .replica_cypher import SCHEMA, TEXT_LIMIT, node_key, rows_from_payloads, statements
 
 BATCH = 500
 MAX_ATTEMPTS = 5
-ROW_BYTES = 2500
-LABEL_CHARS = 120
 _drivers: dict[str, object] = {}
 _lock = threading.Lock()
+_servers: dict[str, dict] = {}  # per URI: {"text_params": bool}
 
 
 class ReplicaUnavailable(RuntimeError):
@@ -61,22 +67,35 @@ def driver():
         return _drivers[uri]
 
 
-_schema_ready: set[str] = set()
-
-
-def replica_ensure_schema() -> None:
-    """The index every MERGE looks up by (created once per process and URI; both servers accept it)."""
+def replica_ensure_schema() -> dict:
+    """The key constraint/indexes (created once per process and URI) and what the server is like."""
     uri = replica_uri()
-    if uri in _schema_ready:
-        return
-    with _session() as session:
-        for prop in ("pg_id", "tenant"):
+    if uri in _servers:
+        return _servers[uri]
+    for statement in SCHEMA:
+        with _session() as session:
             try:
-                session.run(f"CREATE INDEX FOR (n:ProvNode) ON (n.{prop})").consume()
-            except Exception as exc:  # already there (FalkorDB says so with an error)
+                session.run(statement).consume()
+            except Exception as exc:  # exists already, or not this server's syntax (see replica_cypher.SCHEMA)
                 if _is_unavailable(exc):
                     raise ReplicaUnavailable(str(exc)) from exc
-    _schema_ready.add(uri)
+    probe = "a" + "\\" * 2  # two backslashes: a server that renders parameters as Cypher text returns one
+    try:
+        with _session() as session:
+            text_params = session.run("RETURN $p AS v", p=probe).single()["v"] != probe
+    except Exception as exc:  # not the events' fault: never a dead letter, the task retries
+        raise ReplicaUnavailable(f"replica probe failed: {exc}") from exc
+    _servers[uri] = {"text_params": text_params}
+    return _servers[uri]
+
+
+def statement_limit(server: dict) -> int | None:
+    """Characters of a statement once rendered as text, Cypher and parameters (None: no limit, the whole
+    batch in one statement per row kind). PROVENANCE_REPLICA_STATEMENT_CHARS overrides (0: no limit)."""
+    configured = env_str("PROVENANCE_REPLICA_STATEMENT_CHARS", "") or ""
+    if configured:
+        return int(configured) or None
+    return TEXT_LIMIT if server["text_params"] else None
 
 
 def _session():
@@ -84,65 +103,9 @@ def _session():
     return driver().session(database=database) if database else driver().session()
 
 
-def _epoch(value: str | None) -> float | None:
-    if not value:
-        return None
-    from datetime import datetime
-
-    return datetime.fromisoformat(value).timestamp()
-
-
-def _chunks(rows: list[list]):
-    chunk, size = [], 0
-    for row in rows:
-        n = len(json.dumps(row, default=str)) + 4
-        if chunk and size + n > ROW_BYTES:
-            yield chunk
-            chunk, size = [], 0
-        chunk.append(row)
-        size += n
-    if chunk:
-        yield chunk
-
-
-NODE_CYPHER = ("UNWIND $rows AS r MERGE (n:ProvNode {tenant: $tenant, pg_id: r[0]}) "
-               "SET n.kind = r[1], n.ref = r[2], n.label = r[3], n.created_at = r[4], n.retracted_at = r[5], "
-               "n.flagged_at = r[6]")
-EDGE_CYPHER = ("UNWIND $rows AS r MERGE (a:ProvNode {tenant: $tenant, pg_id: r[1]}) "
-               "MERGE (b:ProvNode {tenant: $tenant, pg_id: r[2]}) "
-               "MERGE (a)-[e:EDGE_TYPE {tenant: $tenant, pg_id: r[0]}]->(b) "
-               "SET e.weight = r[3], e.valid_from = r[4], e.valid_to = r[5]")
-
-
-def _rows(events: list[OutboxEvent]) -> tuple[list[list], dict[str, list[list]]]:
-    """Node rows and edge rows per type; the last event for an id wins (a later update)."""
-    nodes: dict[int, list] = {}
-    edges: dict[int, tuple[str, list]] = {}
-    for event in events:
-        p = event.payload
-        if p.get("op") == "node":
-            nodes[p["id"]] = [p["id"], p["kind"], p["ref"][:200], (p.get("label") or "")[:LABEL_CHARS],
-                              _epoch(p.get("created_at")), _epoch(p.get("retracted_at")), _epoch(p.get("flagged_at"))]
-        elif p.get("op") == "edge":
-            if p["type"] not in EdgeType.values:
-                raise ValueError(f"unknown edge type {p['type']!r}")
-            edges[p["id"]] = (p["type"], [p["id"], p["source"], p["target"], float(p["weight"]),
-                                          _epoch(p.get("valid_from")), _epoch(p.get("valid_to"))])
-        else:
-            raise ValueError(f"unknown outbox op {p.get('op')!r}")
-    by_type: dict[str, list[list]] = defaultdict(list)
-    for edge_type, row in edges.values():
-        by_type[edge_type].append(row)
-    return list(nodes.values()), by_type
-
-
-def _write(tx, tenant: str, nodes: list[list], edges: dict[str, list[list]]) -> None:
-    for chunk in _chunks(nodes):
-        tx.run(NODE_CYPHER, rows=chunk, tenant=tenant).consume()
-    for edge_type, rows in edges.items():
-        cypher = EDGE_CYPHER.replace("EDGE_TYPE", edge_type)  # edge_type is one of EdgeType (checked in _rows)
-        for chunk in _chunks(rows):
-            tx.run(cypher, rows=chunk, tenant=tenant).consume()
+def _write(tx, tenant: str, stmts: list[tuple[str, list]]) -> None:
+    for cypher, rows in stmts:
+        tx.run(cypher, rows=rows, tenant=tenant).consume()
 
 
 def _is_unavailable(exc: Exception) -> bool:
@@ -151,26 +114,27 @@ def _is_unavailable(exc: Exception) -> bool:
     return isinstance(exc, (ServiceUnavailable, SessionExpired, ConnectionError, OSError, ReplicaUnavailable))
 
 
-def send(tenant: str, events: list[OutboxEvent]) -> None:
-    """Apply the events to the replica in one Neo4j transaction."""
-    nodes, edges = _rows(events)
+def send(tenant: str, payloads: list[dict]) -> None:
+    """Apply the events (their payloads, in order) to the replica in one Neo4j transaction."""
     try:
-        replica_ensure_schema()
+        server = replica_ensure_schema()
+        nodes, edges = rows_from_payloads(payloads, escape=server["text_params"])
+        stmts = list(statements(tenant, nodes, edges, statement_limit(server)))
         with _session() as session:
-            session.execute_write(_write, tenant, nodes, edges)
+            session.execute_write(_write, tenant, stmts)
     except Exception as exc:
         if _is_unavailable(exc):
             raise ReplicaUnavailable(str(exc) or type(exc).__name__) from exc
         raise
 
 
-def _isolate(tenant: str, events: list[OutboxEvent]) -> list[OutboxEvent]:
-    """After a rejected batch: send the events one by one, counting attempts; returns those sent."""
+def _isolate(tenant: str, events: list[OutboxEvent]) -> list[int]:
+    """After a rejected batch: send the events one by one, counting attempts; returns the ids sent."""
     sent = []
     for event in events:
         try:
-            send(tenant, [event])
-            sent.append(event)
+            send(tenant, [event.payload])
+            sent.append(event.pk)
         except ReplicaUnavailable:
             raise
         except Exception as exc:
@@ -186,34 +150,75 @@ def _isolate(tenant: str, events: list[OutboxEvent]) -> list[OutboxEvent]:
     return sent
 
 
+def _mark_sent(ids: list[int]) -> None:
+    if ids:
+        with connection.cursor() as cursor:  # one array parameter, not 500 placeholders
+            cursor.execute(f"UPDATE {OutboxEvent._meta.db_table} SET sent_at = %s WHERE id = ANY(%s)",
+                           [timezone.now(), ids])
+
+
+def _fetch(after: int, batch: int) -> list[tuple[int, dict]]:
+    return list(OutboxEvent.objects.filter(sent_at__isnull=True, dead=False, pk__gt=after).order_by("id")
+                .values_list("id", "payload")[:batch])
+
+
+def _advisory(schema: str, fn: str) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {fn}(hashtext('provenance.outbox:' || %s))", [schema])
+        return cursor.fetchone()[0]
+
+
+def replicate_tenant(*, schema: str, max_batches: int | None = None, batch: int = BATCH) -> int:
+    """Send this tenant's outbox in order, `batch` events a replica transaction; returns how many were
+    marked sent. A session advisory lock keeps one consumer per tenant for the whole drain."""
+    with schema_context(schema):
+        if not _advisory(schema, "pg_try_advisory_lock"):
+            return 0  # another consumer holds this tenant
+        try:
+            return _drain(schema, max_batches, batch)
+        finally:
+            try:
+                _advisory(schema, "pg_advisory_unlock")
+            except DatabaseError:  # e.g. a caller's aborted transaction: a closed session drops its locks
+                connection.connection.close()
+
+
 def replicate_batch(*, schema: str, batch: int = BATCH) -> int:
     """Send the next batch of this tenant's outbox; returns how many events were marked sent."""
-    with schema_context(schema), transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_try_advisory_xact_lock(hashtext('provenance.outbox:' || %s))", [schema])
-            if not cursor.fetchone()[0]:
-                return 0  # another consumer holds this tenant
-        events = list(OutboxEvent.objects.filter(sent_at__isnull=True, dead=False).order_by("id")[:batch])
-        if not events:
-            return 0
-        try:
-            send(schema, events)
-            sent = events
-        except ReplicaUnavailable:
-            raise
-        except Exception:
-            sent = _isolate(schema, events)
-        OutboxEvent.objects.filter(pk__in=[e.pk for e in sent]).update(sent_at=timezone.now())
-        return len(sent)
+    return replicate_tenant(schema=schema, max_batches=1, batch=batch)
 
 
-def replicate_tenant(*, schema: str, max_batches: int | None = None) -> int:
+def _payloads(rows: list[tuple[int, dict]]) -> list[dict]:
+    return [payload for _pk, payload in rows]
+
+
+def _drain(schema: str, max_batches: int | None, batch: int) -> int:
+    """Batches go out one after the other, in order, while PostgreSQL work overlaps the replica's: the
+    next batch is read while one is being sent, and a batch is marked sent (only once the replica has
+    committed it) while the next one is being sent."""
     total, batches = 0, 0
-    while max_batches is None or batches < max_batches:
-        n = replicate_batch(schema=schema)
-        if n == 0:
-            break
-        total, batches = total + n, batches + 1
+    rows = _fetch(0, batch)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="replica-send") as pool:
+        future = pool.submit(send, schema, _payloads(rows)) if rows else None
+        while future is not None:
+            batches += 1
+            more = max_batches is None or batches < max_batches
+            following = _fetch(rows[-1][0], batch) if more else []
+            ids = [pk for pk, _payload in rows]
+            try:
+                future.result()
+            except ReplicaUnavailable:
+                raise
+            except Exception:
+                sent = _isolate(schema, list(OutboxEvent.objects.filter(pk__in=ids).order_by("id")))
+                _mark_sent(sent)
+                total, ids = total + len(sent), []
+                # what failed (or follows a dead letter) goes first next time; nothing sent: stop here
+                following = _fetch(0, batch) if sent and more else []
+            future = pool.submit(send, schema, _payloads(following)) if following else None
+            _mark_sent(ids)
+            total += len(ids)
+            rows = following
     return total
 
 
@@ -273,10 +278,10 @@ def replica_lineage(*, schema: str, node_id: int, depth: int) -> set[int]:
     from .selectors import check_depth
 
     depth = check_depth(int(depth))
-    cypher = (f"MATCH (n:ProvNode {{tenant: $t, pg_id: $id}})-[*1..{depth}]->(m:ProvNode) "
+    cypher = (f"MATCH (n:ProvNode {{key: $key}})-[*1..{depth}]->(m:ProvNode) "
               "WHERE m.tenant = $t RETURN DISTINCT m.pg_id AS id")
     with _session() as session:
-        return {row["id"] for row in session.run(cypher, t=schema, id=node_id)}
+        return {row["id"] for row in session.run(cypher, t=schema, key=node_key(schema, int(node_id)))}
 
 
 def replicate_forever(*, interval: float = 1.0, stop=None) -> None:  # pragma: no cover - the bench's consumer
