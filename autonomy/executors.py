@@ -257,11 +257,13 @@ class Query(Executor):
         role = readonly_role(schema)
         try:
             with transaction.atomic(), connection.cursor() as cursor:
-                cursor.execute("SET TRANSACTION READ ONLY")
-                cursor.execute(f"SET LOCAL statement_timeout = {int(params.get('timeout_ms', 5000))}")
-                cursor.execute(f'SET LOCAL search_path = "{schema}"')
-                if role:
-                    cursor.execute(f'SET LOCAL ROLE "{role}"')
+                # one round trip for the guards (simple query protocol runs them in order; any error
+                # aborts the transaction before the statement runs)
+                cursor.execute("; ".join([
+                    "SET TRANSACTION READ ONLY",
+                    f"SET LOCAL statement_timeout = {int(params.get('timeout_ms', 5000))}",
+                    f'SET LOCAL search_path = "{schema}"',
+                    *([f'SET LOCAL ROLE "{role}"'] if role else [])]))
                 cursor.execute(statement)
                 columns = [c.name for c in cursor.description or []]
                 rows = cursor.fetchmany(self.max_rows) if cursor.description else []

@@ -14,7 +14,7 @@ import tempfile
 import threading
 import time
 import zlib
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -103,34 +103,42 @@ def _validate_requested(actions) -> list[dict]:
     return out
 
 
-def run_create(*, tenant, trigger: str = "api", dry_run: bool = False, actions: list | None = None) -> ImprovementRun:
-    """Queue a run; it starts at once unless the tenant already has an active one (then in order)."""
+def run_create(*, tenant, trigger: str = "api", dry_run: bool = False, actions: list | None = None,
+               start: bool = True) -> ImprovementRun:
+    """Queue a run; with `start` it starts at once unless the tenant already has an active one (then in
+    order: the active run's end starts the next)."""
     policy = _policy(tenant)
     run = ImprovementRun.objects.create(
         trigger=trigger, dry_run=dry_run, requested_actions=_validate_requested(actions or []),
         max_actions=policy.max_actions_per_run, max_seconds=policy.max_seconds_per_run,
         max_tokens=policy.max_tokens_per_run, max_credits=policy.max_credits_per_run)
-    run_promote(tenant=tenant)
-    run.refresh_from_db()
+    if start:
+        run_promote(tenant=tenant)
+        run.refresh_from_db()
     return run
 
 
+def _promote_sql() -> str:
+    table = connection.ops.quote_name(ImprovementRun._meta.db_table)
+    return (f"UPDATE {table} SET state = %s, started_at = %s, heartbeat_at = %s "
+            f"WHERE id = (SELECT id FROM {table} WHERE state = %s ORDER BY created_at, id LIMIT 1) AND state = %s "
+            f"AND NOT EXISTS (SELECT 1 FROM {table} WHERE state IN (%s, %s)) RETURNING *")
+
+
 def run_promote(*, tenant) -> ImprovementRun | None:
-    """Start the oldest queued run if none is active; the partial unique index decides races."""
-    if ImprovementRun.objects.filter(state__in=ImprovementRun.ACTIVE).exists():
-        return None
-    run = ImprovementRun.objects.filter(state=R.QUEUED).order_by("created_at", "id").first()
-    if run is None:
-        return None
+    """Start the oldest queued run if none is active, in one statement; the partial unique index
+    (one active run per tenant) decides a race between two promoters."""
+    now = timezone.now()
+    params = [R.RUNNING, now, now, R.QUEUED, R.QUEUED, *ImprovementRun.ACTIVE]
     try:
-        with transaction.atomic():
-            updated = ImprovementRun.objects.filter(pk=run.pk, state=R.QUEUED).update(
-                state=R.RUNNING, started_at=timezone.now(), heartbeat_at=timezone.now())
+        # a savepoint only inside a caller's transaction; in autocommit the statement is its own
+        with transaction.atomic() if connection.in_atomic_block else nullcontext():
+            promoted = list(ImprovementRun.objects.raw(_promote_sql(), params))
     except IntegrityError:
         return None
-    if not updated:
+    if not promoted:
         return None
-    run.refresh_from_db()
+    run = promoted[0]
     _enqueue(run, run.phase)
     _push(run)
     return run
@@ -213,7 +221,8 @@ def _advance(run: ImprovementRun, to: str, started: float, **info) -> None:
     if to == Phase.DONE:
         run.state = R.STOPPED if run.stop_reason else R.DONE
         run.finished_at = timezone.now()
-    run.save()
+    # only what a phase hand-off changes: the usage counters are written by their own F() updates
+    run.save(update_fields=["phase", "phase_log", "heartbeat_at", "state", "finished_at"])
     if to == Phase.DONE:
         tenant = connection.tenant
         transaction.on_commit(lambda: run_promote(tenant=tenant))
@@ -311,26 +320,48 @@ def budget_check(*, tenant, run: ImprovementRun, action: CandidateAction) -> str
     return ""
 
 
+_OPEN = [A.RUNNING, A.PROPOSED, A.APPROVED, A.AWAITING]
+
+
 def _act(tenant, run, started):
+    """Run the run's open actions in rank order. They are read once: only the worker holding the run
+    lock runs an action, makes one await approval or adds to the run's usage (kept in memory as well,
+    for the budget checks); an approval answered meanwhile is caught by _act_finish, which reads again."""
     threshold = _policy(tenant).approval_risk_threshold
-    # a claimed action whose worker died: never run again (at most once); its outcome is unknown
-    CandidateAction.objects.filter(run=run, state=A.RUNNING).update(
-        state=A.FAILED, error="interrupted: the worker stopped while it ran; not repeated", finished_at=timezone.now())
     while True:
-        run.refresh_from_db()
-        if run.state != R.RUNNING:
+        open_actions = list(run.actions.filter(state__in=_OPEN).order_by("rank", "id"))
+        # a claimed action whose worker died: never run again (at most once); its outcome is unknown
+        interrupted = [a.pk for a in open_actions if a.state == A.RUNNING]
+        if interrupted:
+            CandidateAction.objects.filter(pk__in=interrupted, state=A.RUNNING).update(
+                state=A.FAILED, error="interrupted: the worker stopped while it ran; not repeated",
+                finished_at=timezone.now())
+        for action in [a for a in open_actions if a.state in (A.PROPOSED, A.APPROVED)]:
+            _act_one(tenant, run, action, threshold)
+            if run.stop_reason:  # a budget stopped the run: the rest were skipped
+                break
+        if not _act_finish(run, started, awaiting=any(a.state == A.AWAITING for a in open_actions)):
             return
-        action = run.actions.filter(state__in=[A.PROPOSED, A.APPROVED]).order_by("rank", "id").first()
-        if action is None:
-            with transaction.atomic():
-                if run.actions.filter(state=A.AWAITING).exists():
-                    run.state, run.heartbeat_at = R.WAITING, timezone.now()
-                    run.save(update_fields=["state", "heartbeat_at"])
-                    transaction.on_commit(lambda: _push(run))
-                    return
-                _advance(run, Phase.LEARN, started, executed=run.actions_used)
-            return
-        _act_one(tenant, run, action, threshold)
+
+
+def _act_finish(run, started, *, awaiting: bool) -> bool:
+    """No action left to run: wait for approvals if any is pending, else hand over to Learn. True when
+    an approval was answered meanwhile and there is an action to run after all. The run row is locked
+    first, so an answer that commits now either is seen here or finds the run waiting and wakes it."""
+    with transaction.atomic():
+        if awaiting:
+            list(ImprovementRun.objects.select_for_update().filter(pk=run.pk).values_list("pk"))
+            states = set(run.actions.filter(state__in=[A.AWAITING, A.APPROVED, A.PROPOSED])
+                         .values_list("state", flat=True))
+            if states - {A.AWAITING}:
+                return True
+            if states:
+                run.state, run.heartbeat_at = R.WAITING, timezone.now()
+                run.save(update_fields=["state", "heartbeat_at"])
+                transaction.on_commit(lambda: _push(run))
+                return False
+        _advance(run, Phase.LEARN, started, executed=run.actions_used)
+    return False
 
 
 def _refuse(action: CandidateAction, exc: Refused) -> None:
@@ -378,13 +409,17 @@ def _act_one(tenant, run, action, threshold) -> None:
     except Exception as exc:  # an executor failing is an outcome, not a crash of the run
         result, state, error = {}, A.FAILED, repr(exc)[:5000]
     seconds = time.perf_counter() - t0
+    tokens_used = int(result.get("tokens", 0) if isinstance(result, dict) else 0)
     with transaction.atomic():
         CandidateAction.objects.filter(pk=action.pk).update(state=state, result=result, error=error,
                                                            finished_at=timezone.now())
         ImprovementRun.objects.filter(pk=run.pk).update(
             actions_used=F("actions_used") + 1, seconds_used=F("seconds_used") + seconds,
-            tokens_used=F("tokens_used") + int(result.get("tokens", 0) if isinstance(result, dict) else 0),
+            tokens_used=F("tokens_used") + tokens_used,
             credits_used=F("credits_used") + action.estimated_credits, heartbeat_at=timezone.now())
+    action.state = state
+    run.actions_used, run.seconds_used = run.actions_used + 1, run.seconds_used + seconds
+    run.tokens_used, run.credits_used = run.tokens_used + tokens_used, run.credits_used + action.estimated_credits
 
 
 def _evidence(action: CandidateAction) -> dict:
@@ -396,10 +431,12 @@ def _evidence(action: CandidateAction) -> dict:
 def _learn(tenant, run, started):
     from .scorer import features, scorer_train
 
+    actions = list(run.actions.select_related("outcome"))
     with transaction.atomic():
         recorded = 0
-        for action in run.actions.filter(state__in=[A.DONE, A.FAILED]).select_related("outcome"):
-            if run.dry_run or hasattr(action, "outcome") or action.result.get("status") == "unavailable":
+        for action in actions:
+            if action.state not in (A.DONE, A.FAILED) or run.dry_run or hasattr(action, "outcome") \
+                    or action.result.get("status") == "unavailable":
                 continue
             if action.state == A.DONE:
                 observed = float(action.result.get("observed_gain", 1.0 if action.result.get("status") == "done" else 0.0))
@@ -411,11 +448,11 @@ def _learn(tenant, run, started):
                 features=features(executor=action.executor, expected_gain=action.expected_gain, risk=action.risk))
             recorded += 1
         scorer = scorer_train()
-        provenance = _record_provenance(tenant, run)
+        provenance = _record_provenance(tenant, run, [a.idempotency_key for a in actions])
         _advance(run, Phase.DONE, started, outcomes=recorded, scorer_samples=scorer.samples, provenance=provenance)
 
 
-def _record_provenance(tenant, run) -> str:
+def _record_provenance(tenant, run, action_keys: list[str]) -> str:
     """Record the run as activities in the provenance graph when that app offers a service for it."""
     try:
         from provenance import services
@@ -427,7 +464,7 @@ def _record_provenance(tenant, run) -> str:
     try:
         with transaction.atomic():
             record(tenant=tenant, kind="act", agent="autonomy", ref=f"autonomy-run:{run.pk}",
-                   attributes={"actions": [a.idempotency_key for a in run.actions.all()], "dry_run": run.dry_run})
+                   attributes={"actions": action_keys, "dry_run": run.dry_run})
     except Exception as exc:  # the graph's API is still being built; the run does not fail for it
         return f"failed: {exc!r}"[:200]
     return "recorded"

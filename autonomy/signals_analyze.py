@@ -15,27 +15,36 @@ class Unavailable(Exception):
 
 
 def missing_embeddings(tenant) -> tuple[float, dict]:
-    from atoms.models import Atom
-    from atoms.services import atoms_missing_embeddings
+    """Text atoms without an embedding of the text model (atoms_missing_embeddings' definition),
+    counted in one statement with the text atoms."""
+    from django.db.models import Count, Exists, OuterRef, Q
+
+    from atoms.models import Atom, AtomEmbedding
 
     from .executors import text_model_name
 
     model = text_model_name()
     if model is None:
         raise Unavailable("no text embedding provider")
-    missing = len(atoms_missing_embeddings(model=model, limit=100_000))
-    total = Atom.objects.filter(deleted_at__isnull=True, text__isnull=False).count()
+    embedded = AtomEmbedding.objects.filter(atom=OuterRef("pk"), model=model)
+    counts = (Atom.objects.filter(deleted_at__isnull=True, text__isnull=False)
+              .annotate(embedded=Exists(embedded))
+              .aggregate(total=Count("id"), missing=Count("id", filter=Q(embedded=False))))
+    missing, total = counts["missing"], counts["total"]
     return missing / max(total, 1), {"missing": missing, "text_atoms": total, "model": model}
 
 
 def failed_ingests(tenant) -> tuple[float, dict]:
+    from django.db.models import Count, Q
+
     from atoms.models import IngestJob
 
     since = timezone.now() - timedelta(days=7)
-    jobs = IngestJob.objects.filter(created_at__gte=since)
-    failed = jobs.filter(files_failed__gt=0).count() + jobs.filter(state="failed", files_failed=0).count()
-    files = jobs.aggregate(n=Sum("files_failed"))["n"] or 0
-    return failed / max(jobs.count(), 1), {"jobs": jobs.count(), "jobs_with_failures": failed, "files_failed": files}
+    counts = IngestJob.objects.filter(created_at__gte=since).aggregate(
+        jobs=Count("id"), files=Sum("files_failed"),
+        failed=Count("id", filter=Q(files_failed__gt=0) | Q(state="failed", files_failed=0)))
+    jobs, failed = counts["jobs"], counts["failed"]
+    return failed / max(jobs, 1), {"jobs": jobs, "jobs_with_failures": failed, "files_failed": counts["files"] or 0}
 
 
 def embedding_drift(tenant, window: int = 200) -> tuple[float, dict]:
@@ -57,31 +66,34 @@ def embedding_drift(tenant, window: int = 200) -> tuple[float, dict]:
 
 
 def rising_costs(tenant) -> tuple[float, dict]:
+    from django.db.models import Q
+
     from billing.models import UsageEvent
 
     now = timezone.now()
-    events = UsageEvent.objects.filter(tenant=tenant)
-    recent = events.filter(created_at__gte=now - timedelta(days=1)).aggregate(c=Sum("credits"))["c"] or Decimal(0)
-    prior = events.filter(created_at__gte=now - timedelta(days=2),
-                          created_at__lt=now - timedelta(days=1)).aggregate(c=Sum("credits"))["c"] or Decimal(0)
+    day, two_days = now - timedelta(days=1), now - timedelta(days=2)
+    sums = UsageEvent.objects.filter(tenant=tenant, created_at__gte=two_days).aggregate(
+        recent=Sum("credits", filter=Q(created_at__gte=day)), prior=Sum("credits", filter=Q(created_at__lt=day)))
+    recent, prior = sums["recent"] or Decimal(0), sums["prior"] or Decimal(0)
     growth = float((recent - prior) / prior) if prior else (1.0 if recent > 0 else 0.0)
     return max(0.0, min(growth, 10.0)), {"credits_24h": str(recent), "credits_prev_24h": str(prior)}
 
 
 def dead_letter_growth(tenant) -> tuple[float, dict]:
+    from django.db.models import Count, Q
+
     from .models import DeadLetter
 
-    dead = DeadLetter.objects.filter(state=DeadLetter.State.DEAD)
-    recent = dead.filter(created_at__gte=timezone.now() - timedelta(days=1)).count()
-    return float(recent), {"dead": dead.count(), "last_24h": recent}
+    counts = DeadLetter.objects.filter(state=DeadLetter.State.DEAD).aggregate(
+        dead=Count("id"), recent=Count("id", filter=Q(created_at__gte=timezone.now() - timedelta(days=1))))
+    return float(counts["recent"]), {"dead": counts["dead"], "last_24h": counts["recent"]}
 
 
 def _generation_tokens(limit: int = 50) -> list[np.ndarray]:
     """The generated token ids of the tenant's latest finished generation runs (the AtomicStream)."""
     from provenance.models import GenerationRun, GenerationStep
 
-    runs = list(GenerationRun.objects.exclude(status="running").order_by("-created_at")
-                .values_list("pk", flat=True)[:limit])
+    runs = GenerationRun.objects.exclude(status="running").order_by("-created_at").values("pk")[:limit]  # a subquery
     by_run: dict[int, list[int]] = {}
     for run, token in (GenerationStep.objects.filter(run_id__in=runs).order_by("run_id", "position")
                        .values_list("run_id", "token_id")):

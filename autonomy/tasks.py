@@ -1,15 +1,29 @@
 """Autonomy tasks: one per phase message plus the beat sweeps; thin wrappers around services."""
 from __future__ import annotations
 
+import copy
+import time
+
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
 from django_tenants.utils import get_public_schema_name, get_tenant_model, schema_context
 
 from .deadletter import DeadLetterTask, TransientError
 
+TENANT_CACHE_S = 30.0
+_tenants: dict[str, tuple[float, object]] = {}
 
-def _tenant(schema: str):
-    return get_tenant_model().objects.select_related("policy").get(schema_name=schema)
+
+def _tenant(schema: str, *, fresh: bool = True):
+    """The tenant, with its policy, read fresh. With `fresh=False` (phases that read no policy) the row
+    is kept per process for TENANT_CACHE_S (its identity does not change) and handed out as a copy, so
+    a policy loaded through one copy is never seen by another."""
+    if fresh:
+        return get_tenant_model().objects.select_related("policy").get(schema_name=schema)
+    now, hit = time.monotonic(), _tenants.get(schema)
+    if hit is None or now - hit[0] > TENANT_CACHE_S:
+        hit = _tenants[schema] = (now, get_tenant_model().objects.get(schema_name=schema))
+    return copy.copy(hit[1])
 
 
 def _tenant_schemas() -> list[str]:
@@ -22,8 +36,9 @@ def phase_task(self, schema: str, run_id: int, phase: str) -> str:
     from .services import phase_execute
 
     try:
-        with schema_context(schema):
-            outcome = phase_execute(tenant=_tenant(schema), run_id=run_id, phase=phase)
+        with schema_context(schema):  # Act reads the policy (thresholds, whitelists, budgets): always fresh
+            tenant = _tenant(schema, fresh=phase == "act")
+            outcome = phase_execute(tenant=tenant, run_id=run_id, phase=phase)
     except (OperationalError, InterfaceError) as exc:  # the database blinked: retry with backoff
         raise TransientError(repr(exc)) from exc
     if outcome == "busy":  # another worker holds this run: look again shortly (a duplicate ends as skipped)

@@ -22,6 +22,17 @@ def _attach_correlation_id(headers=None, **_):
 
 
 @signals.task_prerun.connect
+def _drop_broken_db_connections(**_):
+    """With CELERY_DB_REUSE_MAX a connection outlives its task: close one that failed and no longer
+    answers (what Django does at the start of a request), so the next task reconnects."""
+    from django.db import connections
+
+    for conn in connections.all(initialized_only=True):
+        if conn.connection is not None and conn.errors_occurred and not conn.is_usable():
+            conn.close()
+
+
+@signals.task_prerun.connect
 def _adopt_correlation_id(task=None, **_):
     from . import correlation
 

@@ -258,6 +258,10 @@ CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND", "") or CELERY_BROKER_UR
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Celery 5.7's Django fixup closes a prefork child's connection pool after every task (celery#10554):
+# each task then opened new PostgreSQL backends. Keep the connection for this many tasks instead;
+# hartonomous.celery drops a broken one before each task. 0: Celery's behaviour.
+CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 1000)
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]

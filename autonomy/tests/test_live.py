@@ -52,6 +52,33 @@ def test_it_runs_all_four_phases_on_the_real_worker(celery_worker, committed, al
         _cleanup(alpha.tenant)
 
 
+def _sessions_opened() -> int:
+    """PostgreSQL sessions ever opened to the test database (pg_stat_database.sessions)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
+        cursor.execute("SELECT sessions FROM pg_stat_database WHERE datname = current_database()")
+        return cursor.fetchone()[0]
+
+
+def test_it_keeps_the_workers_database_connections_between_phase_messages(celery_worker, committed, alpha):
+    """Celery 5.7 closed a prefork child's connection pool after every task (celery#10554), so every
+    phase message opened new PostgreSQL sessions; the worker now keeps its connections."""
+    connection.set_tenant(alpha.tenant)
+    try:
+        run = run_create(tenant=alpha.tenant, actions=[READ])  # warm: each pool process connects once
+        _wait(alpha.tenant, run.pk, lambda r: r.state in FINAL)
+        time.sleep(1.5)  # let the sessions' statistics reach pg_stat_database
+        before = _sessions_opened()
+        for _ in range(5):  # 20 phase messages
+            run = run_create(tenant=alpha.tenant, actions=[READ])
+            run = _wait(alpha.tenant, run.pk, lambda r: r.state in FINAL)
+            assert run.state == "done", (run.state, run.error)
+        time.sleep(1.5)
+        assert _sessions_opened() - before <= 4
+    finally:
+        _cleanup(alpha.tenant)
+
+
 class Worker:
     def __init__(self, queue: str, tmp_path):
         env = live_env() | {QUEUE_ENV: queue, PAUSE_ENV: "0.8"}

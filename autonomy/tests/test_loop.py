@@ -100,6 +100,32 @@ def test_it_waits_for_approval_above_the_risk_threshold_then_runs_when_approved(
                    shell_whitelist=[])
 
 
+def test_it_runs_an_action_approved_while_act_was_about_to_wait(alpha):
+    """The approval lands after Act read its actions but before it parks the run: the run is still
+    running, so the approval wakes nobody; Act must see it and run the action (not skip it to Learn,
+    not park the run with nobody to wake it)."""
+    import time
+
+    from autonomy.services import _act_finish
+
+    connection.set_tenant(alpha.tenant)
+    set_policy(alpha.tenant, approval_risk_threshold=0.0)
+    try:
+        run = drive(alpha.tenant, run_create(tenant=alpha.tenant, actions=[READ]))
+        assert run.state == R.WAITING
+        ImprovementRun.objects.filter(pk=run.pk).update(state=R.RUNNING)  # Act has not parked it yet
+        approval_decide(tenant=alpha.tenant, approval_id=Approval.objects.get(action__run=run).pk, decision="approve")
+        run.refresh_from_db()
+        assert run.state == R.RUNNING  # not woken: it was not waiting
+        assert _act_finish(run, time.perf_counter(), awaiting=True) is True
+        run.refresh_from_db()
+        assert run.state == R.RUNNING and run.phase == Phase.ACT
+        run = drive(alpha.tenant, run)
+        assert run.state == R.DONE and run.actions.get(executor="query").state == A.DONE
+    finally:
+        set_policy(alpha.tenant, approval_risk_threshold=0.5)
+
+
 def test_it_does_not_run_a_rejected_or_expired_action(alpha):
     from datetime import timedelta
 

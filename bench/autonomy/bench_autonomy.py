@@ -1,8 +1,12 @@
 """Autonomy loop benchmarks on a real Celery worker + the embedded Redis and PostgreSQL.
 
 1. Phase messages end to end: R runs over T tenants (one active run per tenant, tenants in parallel),
-   4 phase messages each; msg/s beside a no-op Celery task measured in the same run on the same worker.
+   4 phase messages each; msg/s beside a no-op Celery task measured in the same run on the same worker
+   (prefork, --concurrency processes). The runs are queued before the clock starts (creating them is the
+   trigger's cost); the clock runs from starting each tenant's first run to the last run's finish.
    Phase overhead = time from a phase's commit to the next phase's start (queue + dispatch), p50/p95.
+   CPU ms per message, by process: the worker (main + pool), PostgreSQL (backends of the bench database
+   alive at the end: a backend that exits during the run is not counted), Redis, this process.
 2. Kill test: for each of N runs, SIGKILL the worker's pool process while the run is in a phase
    (cycling analyze → hypothesize → act → learn); the message comes back (acks_late +
    reject_on_worker_lost), or the stalled-run sweep re-sends it. Counts lost runs and actions claimed
@@ -122,6 +126,66 @@ def _clear(tenants):
             ImprovementRun.objects.all().delete()
 
 
+def _cpu_seconds(pid: int | None, only: str = "") -> dict[int, float]:
+    """CPU seconds by process: `pid` (with its reaped children) and its live children; with `only`,
+    just the children whose command line holds it (PostgreSQL backends of one database)."""
+    import psutil
+
+    out: dict[int, float] = {}
+    if not pid:
+        return out
+    try:
+        proc = psutil.Process(pid)
+        t = proc.cpu_times()
+        if not only:
+            out[pid] = t.user + t.system + t.children_user + t.children_system
+        if pid == os.getpid():  # this process: its children are the worker, counted on its own
+            return {pid: t.user + t.system}
+        for child in proc.children(recursive=True):
+            try:
+                if only and only not in " ".join(child.cmdline()):
+                    continue
+                c = child.cpu_times()
+                out[child.pid] = c.user + c.system
+            except psutil.NoSuchProcess:
+                pass
+    except psutil.NoSuchProcess:
+        pass
+    return out
+
+
+class CpuSplit:
+    """Where the CPU went while a block ran: the worker (main + pool), PostgreSQL (the backends of the
+    bench database only: other people's work on the shared server is left out), Redis (shared: may hold
+    other work), this process (promotes the first runs and polls)."""
+
+    def __init__(self, worker_pid: int):
+        from hartonomous import stack
+
+        state = stack.read_state()
+        self.pids = {"worker": worker_pid, "postgres": state.get("postgres", {}).get("pid"),
+                     "redis": state.get("redis", {}).get("pid"), "bench client": os.getpid()}
+
+    def _sample(self) -> dict[str, dict[int, float]]:
+        return {k: _cpu_seconds(p, BENCH_DB if k == "postgres" else "") for k, p in self.pids.items()}
+
+    def __enter__(self):
+        self.start = self._sample()
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.wall = time.perf_counter() - self.t0
+        end = self._sample()
+        self.used = {k: sum(v - self.start[k].get(pid, 0.0) for pid, v in end[k].items()) for k in end}
+
+    def per_message(self, msgs: int) -> str:
+        parts = [f"{k} {v / msgs * 1000:.1f}" for k, v in self.used.items()]
+        return (f"CPU ms per message: {', '.join(parts)}; total {sum(self.used.values()) / msgs * 1000:.1f} "
+                f"(machine busy {sum(self.used.values()) / self.wall / (os.cpu_count() or 1) * 100:.0f}% of "
+                f"{os.cpu_count()} vCPU from these)")
+
+
 def _pct(values, q):
     import numpy as np
 
@@ -138,35 +202,55 @@ def bench_noop(n: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
+def _left(tenants) -> int:
+    """Runs not finished yet, over all the tenants, in one statement."""
+    from django.db import connection
+
+    union = " UNION ALL ".join(
+        f'SELECT count(*) FROM "{t.schema_name}".autonomy_improvementrun WHERE state NOT IN '
+        "('done', 'stopped', 'failed')" for t in tenants)
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT sum(n) FROM ({union}) AS counts(n)")
+        return int(cursor.fetchone()[0] or 0)
+
+
+def queue_runs(tenants, runs: int) -> None:
+    """`runs` runs round-robin over the tenants, queued, not started: creating them is the trigger's
+    cost, not the phase messages'."""
+    from django_tenants.utils import schema_context
+
+    from autonomy.services import run_create
+
+    _clear(tenants)
+    for i in range(runs):
+        tenant = tenants[i % len(tenants)]
+        with schema_context(tenant.schema_name):
+            run_create(tenant=tenant, trigger="bench", actions=[READ], start=False)
+
+
 def bench_phases(tenants, runs: int) -> dict:
+    """Start each tenant's first queued run and time until the last one is done. Each later run is
+    started by the worker when its tenant's previous run finishes (one active run per tenant)."""
     from datetime import datetime
 
     from django_tenants.utils import schema_context
 
     from autonomy.models import ImprovementRun
-    from autonomy.services import run_create
+    from autonomy.services import run_promote
 
-    _clear(tenants)
-    t0 = time.perf_counter()
-    for i in range(runs):
-        tenant = tenants[i % len(tenants)]
+    t0, wall0 = time.perf_counter(), time.time()
+    for tenant in tenants:
         with schema_context(tenant.schema_name):
-            run_create(tenant=tenant, trigger="bench", actions=[READ])
+            run_promote(tenant=tenant)
     deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        left = 0
-        for t in tenants:
-            with schema_context(t.schema_name):
-                left += ImprovementRun.objects.exclude(state__in=["done", "stopped", "failed"]).count()
-        if not left:
-            break
-        time.sleep(0.05)
-    elapsed = time.perf_counter() - t0
-    overheads, phase_ms, states = [], [], {}
+    while time.monotonic() < deadline and _left(tenants):
+        time.sleep(0.1)
+    overheads, phase_ms, states, last = [], [], {}, wall0
     for t in tenants:
         with schema_context(t.schema_name):
             for run in ImprovementRun.objects.all():
                 states[run.state] = states.get(run.state, 0) + 1
+                last = max(last, run.finished_at.timestamp() if run.finished_at else time.time())
                 prev = run.started_at.timestamp()
                 for entry in run.phase_log:
                     end = datetime.fromisoformat(entry["at"]).timestamp()
@@ -174,7 +258,9 @@ def bench_phases(tenants, runs: int) -> dict:
                     overheads.append((start - prev) * 1000)
                     phase_ms.append(entry["ms"])
                     prev = end
+    elapsed = last - wall0  # the last run's finish, not the poll that saw it
     return {"msgs": 4 * runs, "seconds": elapsed, "msg_s": 4 * runs / elapsed, "states": states,
+            "poll_seconds": time.perf_counter() - t0,
             "overhead_p50": _pct(overheads, 50), "overhead_p95": _pct(overheads, 95),
             "phase_p50": _pct(phase_ms, 50), "phase_p95": _pct(phase_ms, 95)}
 
@@ -247,8 +333,12 @@ def main() -> None:
     worker = Worker(env, args.concurrency)
     try:
         bench_noop(50)  # warm-up
-        noop = bench_noop(runs * 4)
-        phases = bench_phases(tenants, runs)
+        with CpuSplit(worker.proc.pid) as noop_cpu:
+            noop = bench_noop(runs * 4)
+        queue_runs(tenants, runs)
+        with CpuSplit(worker.proc.pid) as phase_cpu:
+            phases = bench_phases(tenants, runs)
+        queue_runs(tenants[:1], max(runs // 10, 5))
         latency = bench_phases(tenants[:1], max(runs // 10, 5))  # one tenant: no queueing behind other runs
     finally:
         worker.stop()
@@ -264,6 +354,8 @@ def main() -> None:
         f"phase overhead, one tenant at a time (no queueing): p50 {latency['overhead_p50']:.1f} ms, "
         f"p95 {latency['overhead_p95']:.1f} ms; {latency['msg_s']:.0f} msg/s for a single tenant's sequential runs",
         f"phase work: p50 {phases['phase_p50']:.1f} ms, p95 {phases['phase_p95']:.1f} ms",
+        f"no-op task {noop_cpu.per_message(runs * 4)}",
+        f"phase messages {phase_cpu.per_message(phases['msgs'])}",
     ]
     if kill:
         lines.append(f"kill test: {kill['runs']} runs, {kill['kills']} SIGKILLs of the pool process across the 4 "
