@@ -65,6 +65,7 @@ class GenerationSpec:
     attribution_layers: int = ATTRIBUTION_LAYERS
     source_ids: list[int] | None = None    # use these atoms, in this order, instead of searching
     knn_datastore: int | None = None        # the datastore atom to use (default: the model's latest)
+    knn_settings: dict | None = None        # k / temperature / adaptive (inference.knn.knn_settings); None: defaults
     metadata_filter: dict | None = None     # restrict retrieval to atoms whose metadata contains this
 
 
@@ -226,6 +227,10 @@ def generation_start(*, tenant, spec: GenerationSpec, principal: str = "", repla
     adjust, datastore = _knn_adjust(tenant, spec) if spec.knn_lambda > 0 else (None, None)
     recorded = _recorded_params(spec, params, layers)
     recorded["knn_datastore"] = datastore.pk if datastore else None
+    if datastore:
+        from .knn import knn_settings
+
+        recorded["knn_settings"] = knn_settings(spec.knn_settings)
     run = generation_run_open(
         tenant=tenant, model_id=spec.model.pk, model_name=spec.model.name, model_digest=spec.model.root.sha256,
         params=recorded, seed=params.seed, context_tokens=ctx.tokens,
@@ -240,7 +245,8 @@ def generation_start(*, tenant, spec: GenerationSpec, principal: str = "", repla
 def _knn_adjust(tenant, spec: GenerationSpec):
     from .knn import knn_adjuster
 
-    return knn_adjuster(tenant=tenant, model=spec.model, lam=float(spec.knn_lambda), datastore=spec.knn_datastore)
+    return knn_adjuster(tenant=tenant, model=spec.model, lam=float(spec.knn_lambda), datastore=spec.knn_datastore,
+                        settings=spec.knn_settings)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,8 +1,12 @@
 """kNN-LM datastores of a tenant: built from its text atoms with a decoder model, stored as an atom
 (content-addressed npz, `metadata.kind = "knn-datastore"`), loaded once per process for generation.
 
-Generation with `knn_lambda > 0` samples from log((1 - λ) p_LM + λ p_kNN) (inference/runtime/knnlm.py),
-the kNN distribution read off the K nearest datastore entries of the current context. The build is
+Generation with `knn_lambda > 0` samples from log((1 - λ_t) p_LM + λ_t p_kNN) (inference/runtime/knnlm.py),
+the kNN distribution read off the K nearest datastore entries of the current context, with the adaptive
+weight λ_t = knn_lambda * sigmoid((s_t - θ) / w), s_t the nearest entry's cosine similarity: the
+datastore is trusted where the current context has a close match in it and ignored where it has none.
+The defaults below (k, temperature, θ, w) and the recommended λ were tuned on dev sections of the awscli
+documentation bench (bench/generation/tune_perplexity.py; docs/benchmarks_generation.md). The build is
 recorded in the provenance graph: the datastore atom `wasDerivedFrom` the text atoms it was made of.
 """
 from __future__ import annotations
@@ -21,11 +25,15 @@ from hartonomous.errors import Unprocessable, ValidationFailed
 
 from .models import Model
 
-__all__ = ["KNN_K", "KNN_TEMPERATURE", "knn_adjuster", "knn_datastore_build", "knn_datastore_latest"]
+__all__ = ["KNN_ADAPTIVE", "KNN_K", "KNN_LAMBDA", "KNN_LEGACY", "KNN_TEMPERATURE", "knn_adjuster", "knn_datastore_build",
+           "knn_datastore_latest", "knn_settings"]
 
 KIND = "knn-datastore"
-KNN_K = 16
-KNN_TEMPERATURE = 0.1
+KNN_K = 8
+KNN_TEMPERATURE = 0.01
+KNN_ADAPTIVE = (0.97, 0.02)   # (θ, w) of the adaptive λ; None: a fixed λ
+KNN_LAMBDA = 0.9              # the recommended knn_lambda (requests choose their own; 0 = no kNN-LM)
+KNN_LEGACY = {"k": 16, "temperature": 0.1, "adaptive": None}   # what runs recorded without knn_settings used
 WINDOW = 512
 _cache: dict[str, object] = {}
 _lock = threading.Lock()
@@ -107,10 +115,17 @@ def _load(atom: Atom):
     return ds
 
 
-def knn_adjuster(*, tenant, model: Model, lam: float, datastore: int | None = None, k: int = KNN_K,
-                 temperature: float = KNN_TEMPERATURE) -> tuple[Callable[[object], np.ndarray], Atom]:
+def knn_settings(settings: dict | None = None) -> dict:
+    """The kNN-LM settings a run uses (and records, so a replay uses the same): the defaults, overridden."""
+    out = {"k": KNN_K, "temperature": KNN_TEMPERATURE, "adaptive": list(KNN_ADAPTIVE) if KNN_ADAPTIVE else None}
+    out.update(settings or {})
+    return out
+
+
+def knn_adjuster(*, tenant, model: Model, lam: float, datastore: int | None = None, settings: dict | None = None
+                 ) -> tuple[Callable[[object], np.ndarray], Atom]:
     """(forward result -> interpolated log-probabilities, the datastore atom): over the datastore atom
-    `datastore` (a replay names the one it used) or the model's latest."""
+    `datastore` (a replay names the one it used) or the model's latest; `settings` as knn_settings()."""
     from .runtime import knnlm
 
     if datastore is not None:
@@ -122,9 +137,11 @@ def knn_adjuster(*, tenant, model: Model, lam: float, datastore: int | None = No
                             "(manage.py knn_build, or POST /api/models/{id}/knn).", details={"model": model.pk},
                             code="no_datastore")
     ds = _load(atom)
+    conf = knn_settings(settings)
+    k, temperature, adaptive = int(conf["k"]), float(conf["temperature"]), conf["adaptive"]
 
     def adjust(result) -> np.ndarray:
-        return knnlm.interpolate(result.logits, knnlm.knn_logprobs(ds, result.hidden, k=k, temperature=temperature),
-                                 lam)
+        return knnlm.knn_interpolate(ds, result.logits, result.hidden, lam=lam, k=k, temperature=temperature,
+                                     adaptive=adaptive)
 
     return adjust, atom

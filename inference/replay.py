@@ -9,6 +9,7 @@ from atoms.models import Atom
 from hartonomous.errors import Conflict, Unprocessable
 
 from .generation import GenerationSpec, generation_start
+from .knn import KNN_LEGACY
 from .models import Model
 
 __all__ = ["ReplayReport", "generation_replay"]
@@ -60,7 +61,7 @@ def generation_replay(*, tenant, run, principal: str = "") -> ReplayReport:
         k=len(p.get("source_ids") or []) or p["k"], context_budget=p["context_budget"], sampling=sampling,
         knn_lambda=p.get("knn_lambda", 0.0), alternatives=p.get("alternatives", 5),
         attribution_layers=len(p["attribution_layers"]), source_ids=_check_sources(run),
-        knn_datastore=p.get("knn_datastore"))
+        knn_datastore=p.get("knn_datastore"), knn_settings=p.get("knn_settings", KNN_LEGACY))
     stream = generation_start(tenant=tenant, spec=spec, principal=principal, replay_of=run)
     for _ in stream:
         pass

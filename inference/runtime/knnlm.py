@@ -26,8 +26,8 @@ import numpy as np
 
 import native
 
-__all__ = ["Datastore", "context_keys", "datastore_build", "interpolate", "knn_logprobs", "load",
-           "log_softmax", "neighbours", "save"]
+__all__ = ["Datastore", "adaptive_lambda", "context_keys", "datastore_build", "interpolate", "knn_interpolate",
+           "knn_logprobs", "knn_search", "load", "log_softmax", "neighbours", "save"]
 
 FORMAT = 1
 
@@ -174,6 +174,12 @@ def knn_logprobs(ds: Datastore, query_hidden: np.ndarray, *, k: int, temperature
     query_hidden: pre-output-norm hidden (D,) or (T, D) (as Llama.forward returns it) -> (vocab,) or
     (T, vocab) float32 log-probabilities; tokens no neighbour votes for get -inf (all -inf when the
     datastore has nothing to search)."""
+    return knn_search(ds, query_hidden, k=k, temperature=temperature, exclude_group=exclude_group)[0]
+
+
+def knn_search(ds: Datastore, query_hidden: np.ndarray, *, k: int, temperature: float,
+               exclude_group: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(knn_logprobs(...), the nearest neighbour's cosine similarity per query: (,) or (T,), -1 when none)."""
     if int(k) != k or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")
     if not (np.isfinite(temperature) and temperature > 0):
@@ -182,6 +188,7 @@ def knn_logprobs(ds: Datastore, query_hidden: np.ndarray, *, k: int, temperature
     q = context_keys(query_hidden, ds.norm_weight, ds.eps)  # (T, D)
     idx, sc = neighbours(ds, q, int(k), exclude_group)
     out = np.full((len(q), ds.vocab), -np.inf, np.float32)
+    top = sc[:, 0].astype(np.float32) if idx.shape[1] else np.full(len(q), -1.0, np.float32)
     if idx.shape[1]:
         w = np.exp(log_softmax(sc.astype(np.float64) / temperature))  # (T, k'), rows sum to 1
         flat, inv = np.unique((np.arange(len(q))[:, None] * ds.vocab + ds.values[idx]).ravel(), return_inverse=True)
@@ -189,7 +196,28 @@ def knn_logprobs(ds: Datastore, query_hidden: np.ndarray, *, k: int, temperature
         np.add.at(mass, inv.ravel(), w.ravel())
         with np.errstate(divide="ignore"):
             out.reshape(-1)[flat] = np.log(mass)
-    return out[0] if single else out
+    return (out[0], top[0]) if single else (out, top)
+
+
+def adaptive_lambda(top_similarity: np.ndarray, lam: float, theta: float, width: float) -> np.ndarray:
+    """λ_t = lam * sigmoid((s_t - theta) / width), s_t the nearest neighbour's cosine: trust the datastore
+    when the current context has a close match in it, fall back to the LM when it has none."""
+    if not 0.0 <= lam < 1.0 or not width > 0:
+        raise ValueError(f"need 0 <= lam < 1 and width > 0, got lam={lam!r}, width={width!r}")
+    s = np.asarray(top_similarity, dtype=np.float64)
+    return (lam / (1.0 + np.exp(-(s - theta) / width))).astype(np.float32)
+
+
+def knn_interpolate(ds: Datastore, logits: np.ndarray, hidden: np.ndarray, *, lam: float, k: int,
+                    temperature: float, adaptive: Sequence[float] | None = None,
+                    exclude_group: int | None = None) -> np.ndarray:
+    """interpolate(logits, p_kNN, λ) with λ fixed, or adaptive_lambda(s, λ, *adaptive) when `adaptive`
+    = (θ, w) is given: the whole kNN-LM step of generation (and of the perplexity bench)."""
+    knn, top = knn_search(ds, hidden, k=k, temperature=temperature, exclude_group=exclude_group)
+    weight = lam if adaptive is None else adaptive_lambda(top, lam, *adaptive)
+    if np.ndim(weight) == 0:
+        weight = float(weight)
+    return interpolate(logits, knn, weight)
 
 
 def log_softmax(x: np.ndarray) -> np.ndarray:
@@ -201,20 +229,26 @@ def log_softmax(x: np.ndarray) -> np.ndarray:
         return x - m - np.log(np.sum(np.exp(x - m), axis=-1, keepdims=True))
 
 
-def interpolate(lm: np.ndarray, knn: np.ndarray, lam: float) -> np.ndarray:
-    """log((1 - lam) * p_LM + lam * p_kNN): `lm` logits or log-probs, `knn` log-probs, same shape."""
-    if not 0.0 <= lam <= 1.0:
+def interpolate(lm: np.ndarray, knn: np.ndarray, lam) -> np.ndarray:
+    """log((1 - lam) * p_LM + lam * p_kNN): `lm` logits or log-probs, `knn` log-probs, same shape; `lam` a
+    number or one per row (e.g. `adaptive_lambda`)."""
+    lam_a = np.asarray(lam, dtype=np.float64)
+    if lam_a.ndim > 1 or not np.isfinite(lam_a).all() or (lam_a < 0).any() or (lam_a > 1).any():
         raise ValueError(f"lam must be in [0, 1], got {lam!r}")
     lm, knn = np.asarray(lm, dtype=np.float32), np.asarray(knn, dtype=np.float32)
     if lm.shape != knn.shape:
         raise ValueError(f"lm {lm.shape} and knn {knn.shape} must have the same shape")
     lm_lp = log_softmax(lm)
-    if lam == 0.0:
+    if lam_a.ndim == 1:
+        if lm.ndim != 2 or lam_a.shape[0] != lm.shape[0]:
+            raise ValueError(f"one lam per row: {lam_a.shape} for {lm.shape}")
+        lam_a = lam_a[:, None]
+    elif lam_a == 0.0:
         return lm_lp
-    if lam == 1.0:
+    elif lam_a == 1.0:
         return knn.copy()
     with np.errstate(divide="ignore"):
-        return np.logaddexp(np.log1p(-lam) + lm_lp, np.log(lam) + knn).astype(np.float32)
+        return np.logaddexp(np.log1p(-lam_a) + lm_lp, np.log(lam_a) + knn).astype(np.float32)
 
 
 def save(ds: Datastore) -> bytes:

@@ -202,6 +202,7 @@ def test_knn_lm_interpolation_copies_from_the_datastore_and_replays(smol, alpha,
     assert "7431" not in plain["text"] and "7431" in knn["text"]
     run = GenerationRun.objects.get(pk=knn["run"])
     assert run.params["knn_datastore"] == store.pk and run.params["knn_lambda"] == 0.9
+    assert run.params["knn_settings"] == {"k": 8, "temperature": 0.01, "adaptive": [0.97, 0.02]}  # replayed as such
     assert generation_replay(tenant=alpha.tenant, run=run).identical
     assert ProvEdge.objects.filter(source__ref=str(store.pk), type="wasDerivedFrom", target__ref=str(mine[0])).exists()
 

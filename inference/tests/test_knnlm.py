@@ -82,6 +82,20 @@ def test_it_round_trips_through_save_and_load(store):
     assert (back.eps, back.vocab) == (store.eps, store.vocab)
 
 
+def test_adaptive_lambda_trusts_close_matches_and_ignores_far_ones(store, scored, ids, tok):
+    lm = knnlm.log_softmax(scored.logits[:-1])
+    own = knnlm.knn_interpolate(store, scored.logits[:-1], scored.hidden[:-1], lam=0.9, k=8, temperature=0.01,
+                                adaptive=(0.97, 0.02))
+    assert _nll(own, ids) < 0.5 * _nll(lm, ids)  # its own text is in the store: cosine ~1, λ_t ~ 0.9 * 0.82
+    _, top = knnlm.knn_search(store, scored.hidden[:-1], k=8, temperature=0.01, exclude_group=7)
+    assert top[1:].max() < 0.9  # only the unrelated text is left (position 0 has seen one token: alike anywhere)
+    far = knnlm.knn_interpolate(store, scored.logits[1:-1], scored.hidden[1:-1], lam=0.9, k=8, temperature=0.01,
+                                adaptive=(0.97, 0.02), exclude_group=7)
+    assert abs(_nll(far, ids[1:]) - _nll(lm[1:], ids[1:])) < 0.02  # λ_t = 0.9 * sigmoid(<= -3.5) < 0.03: ~ the LM
+    lam_t = knnlm.adaptive_lambda(np.array([1.0, 0.97, 0.5]), 0.9, 0.97, 0.02)
+    np.testing.assert_allclose(lam_t, [0.9 / (1 + np.exp(-1.5)), 0.45, 0.0], atol=1e-6)
+
+
 @pytest.mark.parametrize("call", [
     lambda s, m, h: knnlm.knn_logprobs(s, h, k=0, temperature=1.0),
     lambda s, m, h: knnlm.knn_logprobs(s, h, k=4, temperature=0.0),
@@ -89,6 +103,10 @@ def test_it_round_trips_through_save_and_load(store):
     lambda s, m, h: knnlm.knn_logprobs(s, np.full_like(h, np.nan), k=4, temperature=1.0),
     lambda s, m, h: knnlm.interpolate(np.zeros(5), np.zeros(5), 1.5),
     lambda s, m, h: knnlm.interpolate(np.zeros(5), np.zeros(6), 0.5),
+    lambda s, m, h: knnlm.interpolate(np.zeros((2, 5)), np.zeros((2, 5)), np.array([0.5, 1.5])),
+    lambda s, m, h: knnlm.interpolate(np.zeros((2, 5)), np.zeros((2, 5)), np.array([0.5, 0.5, 0.5])),
+    lambda s, m, h: knnlm.adaptive_lambda(np.ones(3), 1.0, 0.9, 0.02),
+    lambda s, m, h: knnlm.adaptive_lambda(np.ones(3), 0.5, 0.9, 0.0),
     lambda s, m, h: knnlm.datastore_build(m, [[1, 2, 3]], window=1),
     lambda s, m, h: knnlm.datastore_build(m, [[1, 2, 3]], window=8, stride=9),
     lambda s, m, h: knnlm.datastore_build(m, [[1, 2, 3]], groups=[1, 2]),
