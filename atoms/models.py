@@ -7,7 +7,7 @@ under their digest.
 from __future__ import annotations
 
 from django.contrib.postgres.indexes import GinIndex, GistIndex
-from django.contrib.postgres.search import SearchVector, SearchVectorField
+from django.contrib.postgres.search import SearchVectorField
 from django.db import models
 from django.utils import timezone
 from pgvector.django import VectorField
@@ -46,16 +46,16 @@ class SourceKind(models.TextChoices):
 
 
 class Atom(models.Model):
-    sha256 = models.CharField(max_length=64, unique=True)
-    modality = models.CharField(max_length=16, choices=Modality.choices, db_index=True)
+    sha256 = models.CharField(max_length=64)  # unique: atom_sha256_unique (no varchar_pattern_ops twin)
+    modality = models.CharField(max_length=16, choices=Modality.choices)  # indexed by atom_modality_time
     mime = models.CharField(max_length=100)
     size = models.BigIntegerField()
     content = models.BinaryField(null=True, blank=True, help_text="Inline payload (small atoms)")
     in_blob = models.BooleanField(default=False, help_text="Payload lives in the blob store")
     text = models.TextField(null=True, blank=True, help_text="Searchable text (text-like atoms)")
-    search_vector = models.GeneratedField(
-        expression=SearchVector("text", config="english"), output_field=SearchVectorField(), db_persist=True
-    )
+    # to_tsvector('english', coalesce(text, '')), set by a trigger (migration 0003) on insert and when text
+    # changes; NULL = not indexed yet: the bulk path defers it to the `atoms.index_text` task.
+    search_vector = SearchVectorField(null=True, editable=False)
     metadata = models.JSONField(default=dict, blank=True)
     source_kind = models.CharField(max_length=16, choices=SourceKind.choices, default=SourceKind.UPLOAD)
     source_uri = models.CharField(max_length=2000, blank=True)
@@ -63,12 +63,15 @@ class Atom(models.Model):
     time_end = models.FloatField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     deleted_at = models.DateTimeField(null=True, blank=True)
-    history = History(excluded_fields=["search_vector", "content", "text"])
+    history = History(excluded_fields=["search_vector", "content", "text"],
+                      no_db_index=["sha256", "modality", "created_at"])
 
     class Meta:
-        indexes = [
-            GinIndex(fields=["search_vector"], name="atom_fts"),
-            GinIndex(fields=["text"], name="atom_trgm", opclasses=["gin_trgm_ops"]),
+        constraints = [models.UniqueConstraint(fields=["sha256"], name="atom_sha256_unique")]
+        indexes = [  # text search covers indexed atoms only (search_vector set)
+            GinIndex(fields=["search_vector"], name="atom_fts", condition=models.Q(search_vector__isnull=False)),
+            GinIndex(fields=["text"], name="atom_trgm", opclasses=["gin_trgm_ops"],
+                     condition=models.Q(search_vector__isnull=False)),
             GinIndex(fields=["metadata"], name="atom_metadata", opclasses=["jsonb_path_ops"]),
             models.Index(fields=["modality", "created_at"], name="atom_modality_time"),
         ]
@@ -93,13 +96,14 @@ class RelationType(models.TextChoices):
 
 
 class AtomRelation(models.Model):
-    source = models.ForeignKey(Atom, on_delete=models.CASCADE, related_name="relations_out")
-    target = models.ForeignKey(Atom, on_delete=models.CASCADE, related_name="relations_in")
+    # no single-column indexes: atom_relation_unique leads with source, atom_relation_in with target
+    source = models.ForeignKey(Atom, on_delete=models.CASCADE, related_name="relations_out", db_index=False)
+    target = models.ForeignKey(Atom, on_delete=models.CASCADE, related_name="relations_in", db_index=False)
     relation = models.CharField(max_length=32, choices=RelationType.choices)
     weight = models.FloatField(default=1.0)
     metadata = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
-    history = History()
+    history = History(no_db_index=["source", "target"])  # edge history is read by id and history_date
 
     class Meta:
         constraints = [

@@ -181,7 +181,7 @@ def trigram_candidates(*, query: str, k: int, filters: AtomFilters) -> list[tupl
     sql = f"""
         SELECT a.id, word_similarity(%s, a.text) AS sim
         FROM atoms_atom a
-        WHERE %s <%% a.text AND {where}
+        WHERE %s <%% a.text AND a.search_vector IS NOT NULL AND {where}
         ORDER BY sim DESC, a.id LIMIT %s"""
     with connection.cursor() as cursor:
         cursor.execute(sql, [query, query, *params, k])

@@ -20,6 +20,34 @@ def embed_atoms_task(schema: str, atom_ids: list[int]) -> dict:
     return {"embedded": embedded, "near_duplicates": linked}
 
 
+@shared_task(name="atoms.index_text", acks_late=True, autoretry_for=(ConnectionError, TimeoutError),
+             retry_backoff=1, retry_backoff_max=16, max_retries=5)
+def index_text_task(schema: str, atom_ids: list[int]) -> dict:
+    """Full-text/trigram indexing of atoms a bulk ingest stored with it deferred (atoms.bulk)."""
+    from .bulk import atoms_index_text
+
+    with schema_context(schema):
+        return {"indexed": atoms_index_text(atom_ids=atom_ids)}
+
+
+@shared_task(name="atoms.index_missing", acks_late=True)
+def index_missing_task() -> dict:
+    """Beat: in every tenant, queue text indexing for atoms still without it (e.g. after a broker outage)."""
+    from django_tenants.utils import get_public_schema_name, get_tenant_model
+
+    from .bulk import _enqueue_text_index, atoms_text_unindexed
+
+    queued = {}
+    for schema in get_tenant_model().objects.exclude(schema_name=get_public_schema_name()).values_list(
+            "schema_name", flat=True):
+        with schema_context(schema):
+            ids = atoms_text_unindexed()
+        if ids:
+            _enqueue_text_index(schema, ids)
+            queued[schema] = len(ids)
+    return queued
+
+
 @shared_task(name="atoms.embed_missing", acks_late=True)
 def embed_missing_task() -> dict:
     """Beat: in every tenant, queue embedding for text atoms that have none (e.g. after a broker outage)."""

@@ -29,6 +29,8 @@ def test_it_inserts_dedups_and_records_history_and_edges(alpha):
     assert AtomRelation.history.filter(target_id=parent.pk).count() == 500
     found = Atom.objects.get(id=first.new_ids[7])
     assert found.text == texts[7] and bytes(found.content) == texts[7].encode()
+    by_id = dict(Atom.objects.filter(id__in=first.new_ids).values_list("id", "text"))
+    assert [by_id[i] for i in first.new_ids] == texts  # new_ids follow the input order
 
 
 def test_a_bad_item_stores_nothing(alpha):

@@ -1,16 +1,22 @@
 """Bulk ingest benchmark: `atoms.bulk.atom_ingest_texts` vs raw PostgreSQL COPY, same rows, same run.
 
 100K unique, small (60-200 byte) sensor/log-like text lines are ingested in batches through
-`atom_ingest_texts` (SHA-256 dedup, history rows, PART_OF edges to one parent atom, embedding tasks
-queued on commit), then the same 100K again (all deduplicated). The peer is a raw COPY of the same
-rows (built by the same row generator, so hashing is on both sides) into a plain table with the same
-columns and no indexes. A profile then inserts a fresh set into copies of `atoms_atom` with the
-indexes added group by group (heap, generated tsvector, btrees, GIN full text, GIN trigram, GIN jsonb)
-to show which maintenance dominates, and prints EXPLAIN ANALYZE of the real INSERT.
+`atom_ingest_texts` (SHA-256 dedup, history rows, PART_OF edges to one parent atom, embedding and
+text-indexing tasks queued on commit), then the same 100K again (all deduplicated). Batches above
+`atoms.bulk.DEFER_ABOVE` defer full-text/trigram indexing to the `atoms.index_text` task; its work
+(`atoms_index_text`, run in-process here: no worker) is timed on its own and in an end-to-end column.
+Each configuration runs with 1 writer (one call after another: the headline) and with 2 writer
+threads (own connections, each call all or nothing), as parallel ingest would.
+
+The peer is a raw COPY of the same rows (built by the same row generator, so hashing is on both
+sides) into a plain table with the same columns and no indexes (and one with a generated tsvector).
+A profile then inserts a fresh set into copies of `atoms_atom` with the indexes added group by group
+(heap, tsvector, btrees, GIN full text, GIN trigram, GIN jsonb; then all of them with the tsvector
+left NULL, as the deferred bulk insert does), and EXPLAIN ANALYZE of the real INSERT is printed.
 
     .venv/bin/python bench/atoms/bench_ingest.py                     # 100K, batches 10K and 50K
     .venv/bin/python bench/atoms/bench_ingest.py --quick             # 10K smoke run (< 1 min)
-    .venv/bin/python bench/atoms/bench_ingest.py --n 100000 --batches 10000,50000 --profile-n 50000
+    .venv/bin/python bench/atoms/bench_ingest.py --n 100000 --batches 10000,50000 --writers 1,2 --profile-n 50000
 
 Writes only to its own database `bench_atoms` (dropped and recreated) and Redis db 9 (its Celery keys deleted).
 """
@@ -21,7 +27,9 @@ import os
 import random
 import re
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -50,17 +58,64 @@ def make_texts(n: int, tag: str, seed: int) -> list[str]:
     return out
 
 
-def time_bulk(tenant, texts: list[str], batch: int, parent_id: int) -> tuple[_setup.Meter, int, int]:
+def _ingest_batches(tenant, chunks: list[list[str]], parent_id: int) -> tuple[list[int], int]:
     from atoms.bulk import atom_ingest_texts
 
-    new = existing = 0
+    new, existing = [], 0
+    for chunk in chunks:
+        r = atom_ingest_texts(tenant=tenant, texts=chunk, parent_id=parent_id, source_uri="bench://ingest",
+                              modality="sensor")
+        new += r.new_ids
+        existing += r.existing
+    return new, existing
+
+
+def time_bulk(tenant, texts: list[str], batch: int, parent_id: int,
+              writers: int = 1) -> tuple[_setup.Meter, list[int], int]:
+    """`atom_ingest_texts` over the texts in batches; with `writers` > 1, that many threads (each its
+    own connection, so its own PostgreSQL backend) take turns of batches, each call all or nothing."""
+    chunks = [texts[start:start + batch] for start in range(0, len(texts), batch)]
+    if writers == 1:
+        with _setup.Meter([_backend_pid()]) as meter:
+            new, existing = _ingest_batches(tenant, chunks, parent_id)
+        return meter, new, existing
+    ready, finished = threading.Barrier(writers + 1, timeout=600), threading.Barrier(writers + 1, timeout=600)
+    go, release = threading.Event(), threading.Event()
+    pids: list[int] = []
+
+    def work(mine):
+        from django.db import connection
+
+        connection.set_tenant(tenant)
+        pids.append(_backend_pid())
+        ready.wait()
+        go.wait()  # starts once the meter has read the start times
+        try:
+            return _ingest_batches(tenant, mine, parent_id)
+        finally:
+            finished.wait()  # the backend stays up until its CPU time is read
+            release.wait()
+            connection.close()
+
+    with ThreadPoolExecutor(writers) as pool:
+        futures = [pool.submit(work, chunks[i::writers]) for i in range(writers)]
+        ready.wait()
+        with _setup.Meter(pids) as meter:
+            go.set()
+            finished.wait()
+        release.set()
+        outs = [f.result() for f in futures]
+    return meter, [i for new, _ in outs for i in new], sum(existing for _, existing in outs)
+
+
+def time_index(ids: list[int]) -> _setup.Meter:
+    """The deferred text indexing those atoms wait for: what `atoms.index_text` tasks run, in-process."""
+    from atoms.bulk import atoms_index_text
+
     with _setup.Meter([_backend_pid()]) as meter:
-        for start in range(0, len(texts), batch):
-            r = atom_ingest_texts(tenant=tenant, texts=texts[start:start + batch], parent_id=parent_id,
-                                  source_uri="bench://ingest", modality="sensor")
-            new += len(r.new_ids)
-            existing += r.existing
-    return meter, new, existing
+        done = atoms_index_text(atom_ids=ids)
+    assert done == len(ids), (done, len(ids))
+    return meter
 
 
 def _backend_pid() -> int:
@@ -88,6 +143,18 @@ def _exec(sql: str, params=None):
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchall() if cursor.description else None
+
+
+TSV_GENERATED = ("ALTER TABLE {t} DROP COLUMN search_vector, ADD COLUMN search_vector tsvector GENERATED ALWAYS AS "
+                 "(to_tsvector('english'::regconfig, COALESCE(text, ''))) STORED")
+
+
+def _table_like_atoms(name: str, tsvector: bool) -> None:
+    """A copy of atoms_atom's columns; `tsvector`: search_vector computed in the insert (generated), as
+    the trigger does for indexed-at-insert atoms."""
+    _exec(f"CREATE TABLE {name} (LIKE atoms_atom INCLUDING DEFAULTS INCLUDING IDENTITY)")
+    if tsvector:
+        _exec(TSV_GENERATED.format(t=name))
 
 
 def _index_groups() -> dict[str, list[str]]:
@@ -118,22 +185,23 @@ def profile(texts: list[str], repeat: int = 2) -> list[list]:
                 copy.write_row(row)
     groups = _index_groups()
     configs = [
-        ("heap only (no generated tsvector)", False, []),
-        ("+ generated tsvector column", True, []),
-        ("+ btrees (pkey, sha256 unique, modality, created_at, modality+time)", True, ["btree"]),
+        ("heap only (tsvector NULL)", False, []),
+        ("+ tsvector computed in the insert", True, []),
+        ("+ btrees (pkey, sha256 unique, created_at, modality+time)", True, ["btree"]),
         ("+ GIN full text (atom_fts)", True, ["btree", "gin fts"]),
         ("+ GIN trigram (atom_trgm)", True, ["btree", "gin fts", "gin trigram"]),
-        ("+ GIN jsonb (atom_metadata) = all of atoms_atom's indexes", True,
+        ("+ GIN jsonb = all of atoms_atom's indexes, text indexed in the insert (small batches, ORM path)", True,
          ["btree", "gin fts", "gin trigram", "gin jsonb"]),
-        ("heap + generated tsvector + GIN trigram only", True, ["gin trigram"]),
+        ("all indexes, tsvector left NULL = the deferred bulk insert", False,
+         ["btree", "gin fts", "gin trigram", "gin jsonb"]),
+        ("heap + tsvector + GIN trigram only", True, ["gin trigram"]),
     ]
     rows, prev = [], None
     for label, generated, group_names in configs:
         times = []
         for _ in range(repeat):  # the best of `repeat`: the box is shared, the minimum is the least disturbed
             _exec("DROP TABLE IF EXISTS prof_atom")
-            extra = " INCLUDING GENERATED" if generated else ""
-            _exec(f"CREATE TABLE prof_atom (LIKE atoms_atom INCLUDING DEFAULTS INCLUDING IDENTITY{extra})")
+            _table_like_atoms("prof_atom", generated)
             for g in group_names:
                 for ddl in groups[g]:
                     _exec(ddl)
@@ -156,7 +224,7 @@ def explain_insert(texts: list[str], parent_id: int) -> str:
     """EXPLAIN (ANALYZE, BUFFERS) of the bulk INSERT (atoms + history) for one batch, rolled back."""
     from django.db import connection, transaction
 
-    from atoms.bulk import ATOM_COLUMNS, INSERT_SQL, STAGE_SQL, _rows
+    from atoms.bulk import ATOM_COLUMNS, DEFER_SQL, INSERT_SQL, STAGE_SQL, _rows
 
     class Rollback(Exception):
         pass
@@ -170,6 +238,7 @@ def explain_insert(texts: list[str], parent_id: int) -> str:
             with raw.copy(f"COPY atoms_stage ({', '.join(ATOM_COLUMNS)}) FROM STDIN") as copy:
                 for row in _rows(texts, {}, "stream", "bench://explain", "sensor"):
                     copy.write_row(row)
+            raw.execute(DEFER_SQL, ["on"])  # as for a batch above DEFER_ABOVE
             raw.execute("EXPLAIN (ANALYZE, BUFFERS, TIMING OFF) " + INSERT_SQL, ["explain"])
             plan = "\n".join(r[0] for r in raw.fetchall())
             raise Rollback
@@ -178,15 +247,55 @@ def explain_insert(texts: list[str], parent_id: int) -> str:
     return plan
 
 
+def run_config(tenant, parent_id: int, n: int, batch: int, writers: int, seed: int) -> tuple:
+    """n fresh texts: ingest, text indexing, re-ingest, then the COPY peers of the same rows."""
+    texts = make_texts(n, tag=f"b{batch}w{writers}", seed=seed)
+    sizes = [len(t.encode()) for t in texts]
+    print(f"batch {batch:,}, {writers} writer(s): {n:,} texts, {min(sizes)}-{max(sizes)} bytes "
+          f"(mean {sum(sizes) / n:.0f})", flush=True)
+    m_bulk, new, existing = time_bulk(tenant, texts, batch, parent_id, writers)
+    assert len(new) == n and existing == 0, (len(new), existing)
+    m_idx = time_index(new)
+    m_re, new2, existing2 = time_bulk(tenant, texts, batch, parent_id, writers)
+    assert new2 == [] and existing2 == n, (len(new2), existing2)
+    m_copy = time_copy(texts, batch, "plain_copy")
+    m_tsv = time_copy(texts, batch, "plain_copy_tsv")
+    print(f"  atom_ingest_texts {n / m_bulk.wall:,.0f}/s ({m_bulk.cpu * 1e6 / n:.0f} µs CPU/atom), "
+          f"text indexing {n / m_idx.wall:,.0f}/s ({m_idx.cpu * 1e6 / n:.0f} µs CPU/atom), "
+          f"re-ingest {n / m_re.wall:,.0f}/s, COPY plain {n / m_copy.wall:,.0f}/s "
+          f"({m_copy.cpu * 1e6 / n:.0f} µs CPU/row), COPY plain+tsvector {n / m_tsv.wall:,.0f}/s; "
+          f"foreign load {m_bulk.foreign_pct:.0f}%, load average {_setup.load_average()}", flush=True)
+    return batch, writers, n, m_bulk, m_idx, m_re, m_copy, m_tsv
+
+
+HEADERS = ["batch", "writers", "atoms", "atom_ingest_texts atoms/s", "text indexing (task) atoms/s",
+           "ingest + indexing atoms/s", "re-ingest (all dedup) atoms/s", "peer: COPY plain table rows/s",
+           "COPY plain + generated tsvector rows/s", "ingest ÷ COPY", "re-ingest ÷ COPY",
+           "CPU µs/row: ingest / indexing / re-ingest / COPY", "CPU-bound ingest atoms/s (2 cores)",
+           "foreign load", f"aim ≥ {AIM:,}/s"]
+
+
+def _row(batch, writers, n, m_bulk, m_idx, m_re, m_copy, m_tsv) -> list[str]:
+    rate, rate_re, rate_copy = n / m_bulk.wall, n / m_re.wall, n / m_copy.wall
+    cpu_bound = (os.cpu_count() or 1) * n / m_bulk.cpu  # atoms/s if the box were ours
+    cpu = " / ".join(f"{m.cpu * 1e6 / n:.0f}" for m in (m_bulk, m_idx, m_re, m_copy))
+    return [f"{batch:,}", str(writers), f"{n:,}", f"{rate:,.0f}", f"{n / m_idx.wall:,.0f}", f"{n / (m_bulk.wall + m_idx.wall):,.0f}",
+            f"{rate_re:,.0f}", f"{rate_copy:,.0f}", f"{n / m_tsv.wall:,.0f}", f"{rate / rate_copy:.2f}",
+            f"{rate_re / rate_copy:.2f}", cpu, f"{cpu_bound:,.0f}", f"{m_bulk.foreign_pct:.0f}%",
+            "met" if rate >= AIM else "MISSED"]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="10K atoms, batch 5K, small profile (< 1 min)")
     ap.add_argument("--n", type=int, default=None, help="atoms per batch-size run (default 100000)")
     ap.add_argument("--batches", default=None, help="comma-separated batch sizes (default 10000,50000)")
+    ap.add_argument("--writers", default="1,2", help="comma-separated concurrent ingest threads (default 1,2)")
     ap.add_argument("--profile-n", type=int, default=None, help="rows in the index profile (default 50000; 0 = skip)")
     args = ap.parse_args()
     n = args.n or (10_000 if args.quick else 100_000)
     batches = [int(b) for b in (args.batches or ("5000" if args.quick else "10000,50000")).split(",")]
+    writers = [int(w) for w in args.writers.split(",")]
     profile_n = args.profile_n if args.profile_n is not None else (5_000 if args.quick else 50_000)
 
     load_start = _setup.load_average()
@@ -196,26 +305,13 @@ def main() -> int:
     from atoms.bulk import atom_ingest_texts
 
     parent_id = atom_ingest_texts(tenant=tenant, texts=["bench parent stream"], source_uri="bench://parent").new_ids[0]
-    _exec("CREATE TABLE plain_copy (LIKE atoms_atom INCLUDING DEFAULTS INCLUDING IDENTITY)")
-    _exec("CREATE TABLE plain_copy_tsv (LIKE atoms_atom INCLUDING DEFAULTS INCLUDING IDENTITY INCLUDING GENERATED)")
+    _table_like_atoms("plain_copy", tsvector=False)
+    _table_like_atoms("plain_copy_tsv", tsvector=True)
 
     results = []
     for i, batch in enumerate(batches):
-        texts = make_texts(n, tag=f"b{i}", seed=1000 + i)
-        sizes = [len(t.encode()) for t in texts]
-        print(f"batch {batch:,}: {n:,} texts, {min(sizes)}-{max(sizes)} bytes (mean {sum(sizes) / n:.0f})",
-              flush=True)
-        m_bulk, new, existing = time_bulk(tenant, texts, batch, parent_id)
-        assert new == n and existing == 0, (new, existing)
-        m_re, new2, existing2 = time_bulk(tenant, texts, batch, parent_id)
-        assert new2 == 0 and existing2 == n, (new2, existing2)
-        m_copy = time_copy(texts, batch, "plain_copy")
-        m_tsv = time_copy(texts, batch, "plain_copy_tsv")
-        results.append((batch, n, m_bulk, m_re, m_copy, m_tsv))
-        print(f"  atom_ingest_texts {n / m_bulk.wall:,.0f}/s ({m_bulk.cpu * 1e6 / n:.0f} µs CPU/atom), "
-              f"re-ingest {n / m_re.wall:,.0f}/s, COPY plain {n / m_copy.wall:,.0f}/s "
-              f"({m_copy.cpu * 1e6 / n:.0f} µs CPU/row), COPY plain+tsvector {n / m_tsv.wall:,.0f}/s; "
-              f"foreign load {m_bulk.foreign_pct:.0f}%", flush=True)
+        for w in writers:
+            results.append(run_config(tenant, parent_id, n, batch, w, seed=1000 + 10 * i + w))
 
     edges = _exec("SELECT count(*) FROM atoms_atomrelation WHERE target_id = %s AND relation = 'PART_OF'",
                   [parent_id])[0][0]
@@ -227,24 +323,11 @@ def main() -> int:
     prof_rows = profile(make_texts(profile_n, tag="prof", seed=99)) if profile_n else []
     _setup.flush_redis(env)
 
-    rows = []
-    for batch, n_, m_bulk, m_re, m_copy, m_tsv in results:
-        rate, rate_re, rate_copy = n_ / m_bulk.wall, n_ / m_re.wall, n_ / m_copy.wall
-        cpu_bound = (os.cpu_count() or 1) * n_ / m_bulk.cpu  # atoms/s if the box were ours
-        rows.append([f"{batch:,}", f"{n_:,}", f"{rate:,.0f}", f"{rate_re:,.0f}", f"{rate_copy:,.0f}",
-                     f"{n_ / m_tsv.wall:,.0f}", f"{rate / rate_copy:.2f}", f"{rate_re / rate_copy:.2f}",
-                     f"{m_bulk.cpu * 1e6 / n_:.0f} / {m_re.cpu * 1e6 / n_:.0f} / {m_copy.cpu * 1e6 / n_:.0f}",
-                     f"{m_copy.cpu / m_bulk.cpu:.2f}", f"{cpu_bound:,.0f}", f"{m_bulk.foreign_pct:.0f}%",
-                     "met" if rate >= AIM else "MISSED"])
     print()
     print(f"Machine: {_setup.machine()}")
     print(f"load average at start {load_start}, at end {_setup.load_average()}")
     print("### Bulk ingest vs raw COPY (same rows, same run)\n")
-    print(_setup.table(["batch", "atoms", "atom_ingest_texts atoms/s", "re-ingest (all dedup) atoms/s",
-                        "peer: COPY plain table rows/s", "COPY plain + generated tsvector rows/s",
-                        "ingest ÷ COPY", "re-ingest ÷ COPY", "CPU µs/row: ingest / re-ingest / COPY",
-                        "CPU ratio (COPY ÷ ingest)", "CPU-bound ingest atoms/s (2 cores)", "foreign load",
-                        f"aim ≥ {AIM:,}/s"], rows))
+    print(_setup.table(HEADERS, [_row(*r) for r in results]))
     if prof_rows:
         print(f"\n### Index maintenance profile: INSERT ... SELECT of {profile_n:,} staged rows (best of 2)\n")
         print(_setup.table(["table copy of atoms_atom with", "s", "Δ s vs previous", "rows/s"], prof_rows))

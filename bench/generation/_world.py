@@ -41,7 +41,8 @@ def build(db: str, *, services: tuple[str, ...], max_sections: int, section_toke
     tok = load_runtime(model, n_ctx=2048).tokenizer
     secs = _corpus.sections(tok, _corpus.rst_files(_corpus.wheel_path(home()), services), section_tokens)
     secs = [s for s in secs if len(s.ids) >= 48][:max_sections]
-    ids = atom_ingest_texts(tenant=tenant, texts=[s.text for s in secs], source_kind="stream").new_ids
+    ids = atom_ingest_texts(tenant=tenant, texts=[s.text for s in secs], source_kind="stream",
+                            defer_text_index=False).new_ids  # searched by text at once, no worker
     embed_atoms(atom_ids=ids)
     by_text = dict(Atom.objects.filter(pk__in=ids).values_list("text", "id"))
     print(f"world: SmolLM2 as atoms + {len(secs)} awscli sections embedded ({time.perf_counter() - t0:.1f} s)",

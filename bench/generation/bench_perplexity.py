@@ -20,9 +20,11 @@ budget:
   (d) ours         hybrid `atom_search` (vector + full text + trigram, RRF), query = the 64 prefix tokens
   (e) ours-ralm    (d) refreshed every 64 tokens (Ram et al. 2023): query = the last 64 tokens seen,
                    re-prefill context + everything seen, score the next 64
-  (f) knn-lm       (a) interpolated with kNN-LM (`inference.runtime.knnlm`), λ/temperature tuned on dev
-                   sections (never the test sections)
-  (g) ours+knn     (d) interpolated with the same kNN-LM
+  (f) knn-lm       (a) interpolated with kNN-LM (`inference.runtime.knnlm.knn_interpolate`) at the system's
+                   defaults (`inference.knn`: k, temperature, adaptive λ from the nearest neighbour's
+                   similarity, recommended λ), which were tuned on DEV sections only (tune_perplexity.py)
+  (g) ours+knn     (d) interpolated with the same kNN-LM: the system's generation with knn_lambda
+  (h) bm25+knn     (c) interpolated with the same kNN-LM (a reference: the kNN-LM is ours, not BM25's)
 
     .venv/bin/python bench/generation/bench_perplexity.py --quick   # topics only, 3 test sections
     .venv/bin/python bench/generation/bench_perplexity.py           # + s3 and s3api examples, 18 sections
@@ -50,10 +52,7 @@ import _corpus  # noqa: E402
 import _setup  # noqa: E402
 
 PREFIX, SCORED, REFRESH = 64, 256, 64
-VARIANTS = ["none", "random", "bm25", "ours", "ours-ralm", "knn-lm", "ours+knn"]
-LAMBDAS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6)
-TEMPERATURES = (0.005, 0.01, 0.02, 0.05)
-KNN_K = 32
+VARIANTS = ["none", "random", "bm25", "ours", "ours-ralm", "knn-lm", "ours+knn", "bm25+knn"]
 CANDIDATES = 8
 SERVICES = ("s3", "s3api")  # examples in the full run (the topics are always in); the quick run: topics only
 
@@ -183,33 +182,15 @@ def ralm(tok, sections, retr, s, budget, scorer: SectionScorer) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def knn_nll(ds, logits, hidden, targets, group, lam, temperature) -> np.ndarray:
+def knn_nll(ds, logits, hidden, targets, group) -> np.ndarray:
+    """NLL of `targets` under the system's kNN-LM step (inference.knn defaults), the section held out."""
+    from inference.knn import KNN_LAMBDA, knn_settings
     from inference.runtime import knnlm
 
-    knn = knnlm.knn_logprobs(ds, hidden, k=KNN_K, temperature=temperature, exclude_group=group)
-    lp = knnlm.interpolate(logits, knn, lam)
+    conf = knn_settings()
+    lp = knnlm.knn_interpolate(ds, logits, hidden, lam=KNN_LAMBDA, k=conf["k"], temperature=conf["temperature"],
+                               adaptive=conf["adaptive"], exclude_group=group)
     return -lp[np.arange(len(targets)), targets]
-
-
-def tune_knn(ds, llama, dev) -> tuple[float, float, float]:
-    """(λ, temperature, dev perplexity) minimising the dev sections' perplexity of (a) + kNN-LM."""
-    from inference.runtime import knnlm
-
-    best = (0.0, TEMPERATURES[0], float("inf"))
-    cached = []
-    for s in dev:
-        ids, end = list(s.ids), min(len(s.ids), PREFIX + SCORED)
-        _, logits, hidden = score(llama, [], ids, PREFIX, end)
-        cached.append((logits, hidden, np.asarray(ids[PREFIX:end]), s.index))
-    for t in TEMPERATURES:
-        knns = [knnlm.knn_logprobs(ds, h, k=KNN_K, temperature=t, exclude_group=g) for _, h, _, g in cached]
-        for lam in LAMBDAS:
-            nll = np.concatenate([-knnlm.interpolate(lg, kn, lam)[np.arange(len(y)), y]
-                                  for (lg, _, y, _), kn in zip(cached, knns, strict=True)])
-            ppl = float(np.exp(nll.mean()))
-            if ppl < best[2]:
-                best = (lam, t, ppl)
-    return best
 
 
 def split(sections, n_test: int, n_dev: int, seed: int):
@@ -226,7 +207,7 @@ def ingest(tenant, sections) -> tuple[list[int], float]:
 
     t0 = time.perf_counter()
     atom_ingest_texts(tenant=tenant, texts=[s.text for s in sections], modality="document",
-                      source_uri="bench://awscli-docs")
+                      source_uri="bench://awscli-docs", defer_text_index=False)
     sha_to_id = dict(Atom.objects.values_list("sha256", "id"))
     atom_ids = [sha_to_id[hashlib.sha256(s.text.encode()).hexdigest()] for s in sections]
     embed_atoms(atom_ids=atom_ids)
@@ -239,7 +220,7 @@ def report(totals: dict, n_tokens: int) -> dict[str, float]:
     for v in VARIANTS:
         print(f"  {v:10s} {ppl[v]:8.3f}   vs none {1 - ppl[v] / ppl['none']:+7.1%}   "
               f"vs bm25 {1 - ppl[v] / ppl['bm25']:+7.1%}")
-    for v in ("ours", "ours-ralm", "knn-lm", "ours+knn"):
+    for v in ("ours", "ours-ralm", "knn-lm", "ours+knn", "bm25+knn"):
         r_none, r_bm25 = 1 - ppl[v] / ppl["none"], 1 - ppl[v] / ppl["bm25"]
         print(f"aim {v}: {r_none:.1%} lower than none (aim >= 35%: {'met' if r_none >= 0.35 else 'NOT met'}), "
               f"{r_bm25:.1%} lower than bm25 (aim >= 10%: {'met' if r_bm25 >= 0.10 else 'NOT met'})")
@@ -250,11 +231,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="topics only, 3 test + 2 dev sections, budget 384")
     ap.add_argument("--test", type=int, help="number of test sections")
-    ap.add_argument("--dev", type=int, help="number of dev sections (kNN-LM λ/temperature tuning)")
+    ap.add_argument("--dev", type=int, help="number of dev sections (tuned on by tune_perplexity.py; listed only)")
     ap.add_argument("--budget", type=int, help="context tokens of every in-context variant")
     ap.add_argument("--seed", type=int, default=7)
     args = ap.parse_args()
-    n_test, n_dev, budget = (3, 2, 384) if args.quick else (18, 6, 512)
+    n_test, n_dev, budget = (3, 2, 384) if args.quick else (18, 24, 512)
     n_test, n_dev, budget = args.test or n_test, args.dev or n_dev, args.budget or budget
     t_start = time.perf_counter()
     print(f"machine: {_setup.machine()}; load average {_setup.load_average()}", flush=True)
@@ -268,6 +249,8 @@ def main() -> int:
     print(f"corpus: {wheel.name}, topics + examples of {list(services)}: {len(sections)} sections, "
           f"{sum(len(s.ids) for s in sections):,} tokens; {len(test)} test, {len(dev)} dev sections; "
           f"budget {budget} context tokens", flush=True)
+    print(f"test sections {[s.index for s in test]}; dev sections (tuning only, never scored here) "
+          f"{[s.index for s in dev]}", flush=True)
 
     env = _setup.bench_env("bench_generation")
     _setup.prepare(env)
@@ -279,27 +262,27 @@ def main() -> int:
         ds, t_ds, cached = build_datastore(llama, model_path, sections)
         print(f"kNN-LM datastore: {len(ds):,} entries "
               f"({'cached' if cached else f'built in {t_ds:.1f} s, {len(ds) / t_ds:.0f} tok/s'})", flush=True)
-        lam, temp, dev_ppl = tune_knn(ds, llama, dev)
-        print(f"kNN-LM tuned on {len(dev)} dev sections: λ={lam}, temperature={temp}, k={KNN_K} "
-              f"(dev ppl {dev_ppl:.3f})", flush=True)
-        totals = run_test(llama, tok, sections, retr, ds, test, budget, lam, temp)
+        from inference.knn import KNN_LAMBDA, knn_settings
+
+        print(f"kNN-LM at the system defaults (tuned on dev only): λ={KNN_LAMBDA}, {knn_settings()}", flush=True)
+        totals = run_test(llama, tok, sections, retr, ds, test, budget)
     finally:
         _setup.flush_redis(env)
     report(totals, sum(len(x) for x in totals["none"]))
     print(f"settings: prefix {PREFIX}, scored <= {SCORED}, refresh {REFRESH}, budget {budget}, "
-          f"candidates {CANDIDATES}, kNN k={KNN_K} λ={lam} T={temp}, seed {args.seed}")
+          f"candidates {CANDIDATES}, kNN-LM λ={KNN_LAMBDA} {knn_settings()}, seed {args.seed}")
     print(f"wall time {time.perf_counter() - t_start:.0f} s; load average {_setup.load_average()}")
     return 0
 
 
-def run_test(llama, tok, sections, retr, ds, test, budget, lam, temp) -> dict:
+def run_test(llama, tok, sections, retr, ds, test, budget) -> dict:
     totals = {v: [] for v in VARIANTS}
     for n, s in enumerate(test, 1):
         t0 = time.perf_counter()
         r = evaluate_section(llama, tok, sections, retr, s, budget)
         targets = np.asarray(s.ids[PREFIX:PREFIX + len(r["nll"]["none"])])
-        r["nll"]["knn-lm"] = knn_nll(ds, *r["raw"]["none"], targets, s.index, lam, temp)
-        r["nll"]["ours+knn"] = knn_nll(ds, *r["raw"]["ours"], targets, s.index, lam, temp)
+        for v, base in (("knn-lm", "none"), ("ours+knn", "ours"), ("bm25+knn", "bm25")):
+            r["nll"][v] = knn_nll(ds, *r["raw"][base], targets, s.index)
         for v in VARIANTS:
             totals[v].append(r["nll"][v])
         print(f"  [{n}/{len(test)}] {s.path} #{s.index}: "
