@@ -14,7 +14,9 @@ from __future__ import annotations
 import numpy as np
 
 from . import reference_model as _ref
-from ._backend import backend_for as backend  # model math copies weights per call: GPU only when forced
+from ._backend import (
+    backend_for as backend,  # model math copies weights per call: GPU only when forced
+)
 
 __all__ = [
     "QTYPES", "row_bytes", "dequantize", "quantize", "quantize_activations", "matmul", "matvec",
