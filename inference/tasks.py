@@ -56,7 +56,7 @@ def on_model_file(sender, tenant=None, schema=None, atom=None, **kwargs) -> None
 
 
 @contextlib.contextmanager
-def _tracked(task_id: str | None, schema: str):
+def _tracked(task_id: str | None):
     """Record a queued ModelJob's state around the work: running, then finished with the result or
     failed with the reason. Bad input found by the service fails the job for good (no retry); any other
     error is recorded and re-raised so Celery retries or dead-letters it. Yields a dict for the result."""
@@ -92,7 +92,7 @@ def knn_build_task(self, schema: str, model_id: int, max_atoms: int = 5000, max_
     from .models import Model
 
     tenant = Tenant.objects.get(schema_name=schema)
-    with schema_context(schema), _tracked(self.request.id, schema) as out:
+    with schema_context(schema), _tracked(self.request.id) as out:
         model = Model.objects.select_related("root").get(pk=model_id)
         atom = knn_datastore_build(tenant=tenant, model=model, max_atoms=max_atoms, max_tokens=max_tokens,
                                    metadata=metadata)
@@ -111,7 +111,7 @@ def student_extract_task(self, schema: str, model_id: int, drop: int, max_tokens
     from .services import model_student_extract
 
     tenant = Tenant.objects.get(schema_name=schema)
-    with schema_context(schema), _tracked(self.request.id, schema) as out:
+    with schema_context(schema), _tracked(self.request.id) as out:
         parent = Model.objects.select_related("root").get(pk=model_id)
         r = model_student_extract(tenant=tenant, parent=parent, drop=drop, texts=texts, max_tokens=max_tokens,
                                   name=name)

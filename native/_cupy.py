@@ -79,6 +79,12 @@ def _lloyd_step(xd, c):
             cp.asnumpy(counts).astype(np.int64))
 
 
+def _sqdist(xd, c):
+    # xd: (N, D) float32 device; c: (K, D) host -> (N, K) float64 host squared distances
+    cp = _cp()
+    return cp.asnumpy(_device_sqdist(xd, cp.asarray(c, dtype=cp.float64)))
+
+
 class _Resident:
     """The points of one k-means run copied to the device once: steps and distances over those
     points reuse the copy; other arrays (mini-batches, k-means++ candidates) are copied per call."""
@@ -94,8 +100,7 @@ class _Resident:
         return _lloyd_step(self._device(x), c)
 
     def sqdist(self, x, c):
-        cp = _cp()
-        return cp.asnumpy(_device_sqdist(self._device(x), cp.asarray(c, dtype=cp.float64)))
+        return _sqdist(self._device(x), c)
 
 
 class CupyKernels:
@@ -146,8 +151,7 @@ class CupyKernels:
 
     @staticmethod
     def sqdist(x, c):
-        cp = _cp()
-        return cp.asnumpy(_device_sqdist(cp.asarray(x, dtype=cp.float32), cp.asarray(c, dtype=cp.float64)))
+        return _sqdist(_cp().asarray(x, dtype=_cp().float32), c)
 
     @staticmethod
     def resident(x):
