@@ -13,7 +13,7 @@ from django.db.models import QuerySet
 
 import native
 
-from .models import Atom, AtomEmbedding
+from .models import TRIGRAM_HEAD, Atom, AtomEmbedding
 
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 
@@ -177,11 +177,15 @@ def fulltext_candidates(*, query: str, k: int, filters: AtomFilters) -> list[tup
 
 
 def trigram_candidates(*, query: str, k: int, filters: AtomFilters) -> list[tuple[int, float]]:
+    """(atom id, word similarity) of the query against the head of each atom's text (its first
+    TRIGRAM_HEAD characters: headings, titles, names), through the partial expression index
+    `atom_trgm_head`; the expression must stay identical to the index's for the planner to use it."""
     where, params = filters.sql("a")
+    head = f"left(a.text, {TRIGRAM_HEAD})"
     sql = f"""
-        SELECT a.id, word_similarity(%s, a.text) AS sim
+        SELECT a.id, word_similarity(%s, {head}) AS sim
         FROM atoms_atom a
-        WHERE %s <%% a.text AND a.search_vector IS NOT NULL AND {where}
+        WHERE %s <%% {head} AND a.search_vector IS NOT NULL AND {where}
         ORDER BY sim DESC, a.id LIMIT %s"""
     with connection.cursor() as cursor:
         cursor.execute(sql, [query, query, *params, k])

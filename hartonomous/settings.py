@@ -82,6 +82,7 @@ SHARED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django.contrib.postgres",  # OpClass in functional indexes (atoms.atom_trgm_head), lookups
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",

@@ -66,3 +66,28 @@ def test_it_prunes_operational_history_and_keeps_regulatory_records(alpha):
         prune_history()
         assert not Price.history.filter(id=price.pk).exists()
     assert deleted["public.tenants.historicalapikey"] >= 1
+
+
+def test_the_embedded_postgres_runs_with_settings_sized_for_this_machine():
+    """`hartonomous up` applies pg_settings() (initdb's 128 MB shared_buffers would keep a 1M-vector
+    HNSW index out of the buffer cache); skipped where DATABASE_URL points at an outside server."""
+    from django.db import connection
+
+    from hartonomous import stack
+
+    state = stack.read_state().get("postgres", {})
+    if not state or state.get("external"):
+        pytest.skip("PostgreSQL is not the embedded server")
+    with connection.cursor() as cursor:
+        for name, wanted in stack.pg_settings().items():
+            cursor.execute("SELECT current_setting(%s)", [name])
+            assert cursor.fetchone()[0] == wanted, name
+
+
+def test_settings_scale_with_memory_and_stay_within_bounds():
+    from hartonomous.stack import pg_settings
+
+    small, large = pg_settings(1 << 30), pg_settings(256 << 30)
+    assert small["shared_buffers"] == "256MB" and small["maintenance_work_mem"] == "128MB"
+    assert large["shared_buffers"] == "8GB" and large["maintenance_work_mem"] == "4GB"
+    assert pg_settings(23 << 30)["shared_buffers"] == "5GB"
