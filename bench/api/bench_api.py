@@ -40,8 +40,6 @@ import json
 import os
 import platform
 import re
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -63,6 +61,8 @@ AIM_MS = 20.0  # our aim: p95 < 20 ms
 CONN_MAX_AGE = 0
 
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+from _common import free_port, prepare, redis_db, start_server, stop_server, swap_db  # noqa: E402
 
 
 # ------------------------------------------------------------------ set-up
@@ -75,8 +75,8 @@ def bench_env() -> dict[str, str]:
     _ensure_database(dev_url)
     env = dict(os.environ)
     env.update(
-        DATABASE_URL=_swap_db(dev_url, BENCH_DB),
-        REDIS_URL=_redis_db(redis_url, 2),
+        DATABASE_URL=swap_db(dev_url, BENCH_DB),
+        REDIS_URL=redis_db(redis_url, 2),
         HARTONOMOUS_EMBEDDED="1",
         HARTONOMOUS_BENCH_ENDPOINTS="1",
         HARTONOMOUS_LOG_LEVEL="WARNING",
@@ -89,48 +89,12 @@ def bench_env() -> dict[str, str]:
     return env
 
 
-def _swap_db(url: str, name: str) -> str:
-    return re.sub(r"^(postgresql://[^/]*/)([^?]*)", lambda m: m.group(1) + name, url)
-
-
-def _redis_db(url: str, db: int) -> str:
-    if url.startswith("unix://"):
-        base, _, query = url.partition("?")
-        parts = [p for p in query.split("&") if p and not p.startswith("db=")]
-        return f"{base}?{'&'.join(parts + [f'db={db}'])}"
-    return re.sub(r"^(redis://[^/?]+)(/\d*)?", lambda m: f"{m.group(1)}/{db}", url)
-
-
 def _ensure_database(dev_url: str) -> None:
     import psycopg
 
-    with psycopg.connect(_swap_db(dev_url, "postgres"), autocommit=True) as conn:
+    with psycopg.connect(swap_db(dev_url, "postgres"), autocommit=True) as conn:
         if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [BENCH_DB]).fetchone():
             conn.execute(f'CREATE DATABASE "{BENCH_DB}"')
-
-
-SETUP_SNIPPET = r"""
-from billing.services import prices_ensure_defaults
-from hartonomous.onboarding import tenant_ensure
-from tenants.services import api_key_create, policy_update, public_tenant_ensure
-public_tenant_ensure()
-prices_ensure_defaults()
-tenant = tenant_ensure(slug="bench", name="Bench", credits=1e9)
-policy_update(tenant=tenant, requests_per_minute=10_000_000, requests_per_minute_per_key=10_000_000, burst=100_000)
-key, raw = api_key_create(tenant=tenant, name="bench", scopes=["read", "write", "generate", "admin"])
-print("BENCH_KEY=" + raw)
-"""
-
-
-def prepare(env: dict[str, str]) -> str:
-    t0 = time.perf_counter()
-    subprocess.run([PY, "manage.py", "migrate_schemas", "--noinput", "-v", "0"], cwd=REPO, env=env,
-                   check=True, stdout=subprocess.DEVNULL)
-    out = subprocess.run([PY, "manage.py", "shell", "-c", SETUP_SNIPPET], cwd=REPO, env=env, check=True,
-                         capture_output=True, text=True).stdout
-    key = next(line.split("=", 1)[1] for line in out.splitlines() if line.startswith("BENCH_KEY="))
-    print(f"set-up: database {BENCH_DB} migrated, tenant 'bench' + key ready ({time.perf_counter() - t0:.1f} s)")
-    return key.strip()
 
 
 POOL_SETTINGS = """from hartonomous.settings import *  # noqa: F401,F403
@@ -149,46 +113,6 @@ def pool_env(env: dict[str, str], max_size: int) -> dict[str, str]:
     env = dict(env, DJANGO_SETTINGS_MODULE="bench_pool_settings",
                PYTHONPATH=os.pathsep.join([str(folder), str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep))
     return env
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(env: dict[str, str], port: int, workers: int) -> subprocess.Popen:
-    args = [PY, "-m", "uvicorn", "hartonomous.asgi:application", "--host", "127.0.0.1", "--port", str(port),
-            "--workers", str(workers), "--no-access-log", "--log-level", "warning"]
-    proc = subprocess.Popen(args, cwd=REPO, env=env, start_new_session=True, stdin=subprocess.DEVNULL)
-    import httpx
-
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"uvicorn exited with {proc.returncode}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health/live", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    stop_server(proc)
-    raise RuntimeError("uvicorn did not answer /health/live within 60 s")
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
 
 
 def _tree_cpu(pid: int | None) -> float:

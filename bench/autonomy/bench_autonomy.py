@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import re
 import signal
 import subprocess
 import sys
@@ -32,21 +31,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+from _common import redis_db, swap_db  # noqa: E402
+
 BENCH_DB = "bench_autonomy"
 SEED_MSGS, AIM_MSGS, SEED_P95_MS = 100, 500, 500
 READ = {"executor": "query", "params": {"sql": "SELECT 1"}}
-
-
-def _swap_db(url: str, name: str) -> str:
-    return re.sub(r"^(postgresql://[^/]*/)([^?]*)", lambda m: m.group(1) + name, url)
-
-
-def _redis_db(url: str, db: int) -> str:
-    if url.startswith("unix://"):
-        base, _, query = url.partition("?")
-        parts = [p for p in query.split("&") if p and not p.startswith("db=")]
-        return f"{base}?{'&'.join(parts + [f'db={db}'])}"
-    return re.sub(r"^(redis://[^/?]+)(/\d*)?", lambda m: f"{m.group(1)}/{db}", url)
 
 
 def bench_env() -> dict[str, str]:
@@ -56,10 +46,10 @@ def bench_env() -> dict[str, str]:
 
     state = stack.up()
     dev_url = state["postgres"]["url"]
-    with psycopg.connect(_swap_db(dev_url, "postgres"), autocommit=True) as conn:
+    with psycopg.connect(swap_db(dev_url, "postgres"), autocommit=True) as conn:
         if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [BENCH_DB]).fetchone():
             conn.execute(f'CREATE DATABASE "{BENCH_DB}"')
-    return dict(os.environ, DATABASE_URL=_swap_db(dev_url, BENCH_DB), REDIS_URL=_redis_db(state["redis"]["url"], 3),
+    return dict(os.environ, DATABASE_URL=swap_db(dev_url, BENCH_DB), REDIS_URL=redis_db(state["redis"]["url"], 3),
                 HARTONOMOUS_EMBEDDED="1", HARTONOMOUS_LOG_LEVEL="WARNING", HARTONOMOUS_DEBUG="0",
                 HARTONOMOUS_DEMO="0", DJANGO_SETTINGS_MODULE="hartonomous.settings", PYTHONUNBUFFERED="1")
 
