@@ -1,8 +1,8 @@
 """Plain text and Markdown: structural chunking under a token budget, streamed line by line.
 
 Blocks are paragraphs (split at blank lines), Markdown headings and fenced code blocks. A
-heading always starts a new chunk and its path (``Intro > Install``) goes into the metadata
-of every chunk under it. Blocks are packed into chunks up to ``budget`` tokens; a block
+heading always starts a new chunk; its path (``Intro > Install``) goes into the metadata of every
+chunk under it and is the chunk's first line, so that search sees which section a chunk is from. Blocks are packed into chunks up to ``budget`` tokens; a block
 larger than the budget is split at sentence ends, then at word boundaries.
 
 Tokens are counted by a simple word/punctuation regex by default (close to, usually a little
@@ -147,20 +147,37 @@ def split_oversized(text: str, budget: int, counter: TokenCounter) -> list[str]:
     return pieces
 
 
+def section_header(path: list[tuple[int, str]], budget: int, counter: TokenCounter) -> tuple[str, int]:
+    """The first line of every chunk under a heading: its heading path (``Guide > Install``), so that
+    a chunk names its section to full-text, trigram and vector search alike. Shortened to the
+    innermost heading, then left out, when it would take more than a quarter of the budget."""
+    for text in (" > ".join(h for _, h in path), path[-1][1] if path else ""):
+        n = counter(text) if text else 0
+        if text and n <= budget // 4:
+            return text, n
+    return "", 0
+
+
 def chunk_blocks(
     blocks: Iterable[Block], *, budget: int = DEFAULT_BUDGET, counter: TokenCounter = count_tokens
 ) -> Iterator[Chunk]:
-    """Pack blocks into chunks of at most ``budget`` tokens, a new chunk at every heading."""
+    """Pack blocks into chunks of at most ``budget`` tokens, a new chunk at every heading; each chunk
+    under a heading starts with its section header line (``section_header``), counted in the budget."""
     path: list[tuple[int, str]] = []
+    header, header_tokens = "", 0
     texts: list[str] = []
     tokens = 0
     lines = [0, 0]
+
+    def make(body: str, n: int, line_start: int, line_end: int) -> Chunk:
+        text = f"{header}\n\n{body}" if header else body
+        return Chunk(text, [h for _, h in path], line_start, line_end, n + header_tokens)
 
     def flush() -> Chunk | None:
         nonlocal texts, tokens
         if not texts:
             return None
-        chunk = Chunk("\n\n".join(texts), [h for _, h in path], lines[0], lines[1], tokens)
+        chunk = make("\n\n".join(texts), tokens, lines[0], lines[1])
         texts, tokens = [], 0
         return chunk
 
@@ -169,15 +186,17 @@ def chunk_blocks(
             if (chunk := flush()) is not None:
                 yield chunk
             path = [(lvl, h) for lvl, h in path if lvl < block.level] + [(block.level, block.text)]
+            header, header_tokens = section_header(path, budget, counter)
             continue
+        room = budget - header_tokens
         n = counter(block.text)
-        if n > budget:
+        if n > room:
             if (chunk := flush()) is not None:
                 yield chunk
-            for piece in split_oversized(block.text, budget, counter):
-                yield Chunk(piece, [h for _, h in path], block.line_start, block.line_end, counter(piece))
+            for piece in split_oversized(block.text, room, counter):
+                yield make(piece, counter(piece), block.line_start, block.line_end)
             continue
-        if tokens + n > budget and (chunk := flush()) is not None:
+        if tokens + n > room and (chunk := flush()) is not None:
             yield chunk
         if not texts:
             lines[0] = block.line_start

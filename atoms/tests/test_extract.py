@@ -214,12 +214,12 @@ def test_it_chunks_markdown_by_structure_within_the_budget():
     assert_well_formed(parts)
     chunks = children(parts, TEXT)
     assert all(c.metadata["tokens"] <= 60 for c in chunks)
-    assert chunks[0].text == "Intro paragraph about atoms." and chunks[0].metadata["heading_path"] == ["Guide"]
+    assert chunks[0].text == "Guide\n\nIntro paragraph about atoms." and chunks[0].metadata["heading_path"] == ["Guide"]
     code = next(c for c in chunks if "code stays whole" in c.text)
     assert "x = 1" in code.text and code.metadata["heading_path"] == ["Guide", "Install"]
     use = [c for c in chunks if c.metadata["heading_path"] == ["Guide", "Use"]]
     assert len(use) > 5  # the long paragraph was split at sentence ends
-    assert all(c.text.endswith(".") for c in use)
+    assert all(c.text.endswith(".") and c.text.startswith("Guide > Use\n\n") for c in use)
     assert [c.prev for c in chunks[1:]] == [c.key for c in chunks[:-1]]
 
 
@@ -336,6 +336,16 @@ def test_it_extracts_html_text_with_headings():
     assert "First & foremost." in text and "Inner bold text." in text
     assert "hidden" not in text and "color" not in text
     assert chunks[-1].metadata["heading_path"] == ["Top", "Sub"]
+    assert chunks[-1].text == "Top > Sub\n\nInner bold text."  # the section header line, then the body
+
+
+def test_every_chunk_names_its_section_and_headings_alone_make_no_chunk():
+    doc = "# Manual\n\n## Empty\n\n## " + "Very long heading " * 30 + "\n\nBody one.\n\n### Deep\n\nBody two.\n"
+    chunks = [c.text for c in children(list(extract(Source.from_bytes(doc.encode(), "m.md"),
+                                                    [TextExtractor(budget=60)])), TEXT)]
+    assert len(chunks) == 2  # "Manual" and "Empty" have no body of their own
+    assert chunks[0] == "Body one."  # a header over a quarter of the budget is left out
+    assert chunks[1] == "Deep\n\nBody two."  # ... or shortened to the innermost heading
 
 
 # ---------------------------------------------------------------- images
