@@ -1,10 +1,11 @@
 """Metering: every metered operation calls record_usage; guards refuse work without credits."""
 from __future__ import annotations
 
+import json
 from decimal import Decimal, InvalidOperation
 
-from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db import connection, transaction
+from django.utils import timezone
 
 from hartonomous import correlation
 from hartonomous.errors import PaymentRequired, ValidationFailed
@@ -50,31 +51,53 @@ def credits_grant(*, tenant, amount, reason: str) -> CreditBalance:
     return balance
 
 
+_RECORD_USAGE_SQL = """
+WITH event AS (
+  INSERT INTO billing_usageevent
+    (tenant_id, meter, quantity, credits, idempotency_key, correlation_id, attributes, created_at)
+  SELECT %(tenant)s, %(meter)s, %(quantity)s,
+         (coalesce((SELECT credits_per_unit FROM billing_price WHERE meter = %(meter)s), 0)
+          * %(quantity)s)::numeric(18, 6),
+         %(key)s, %(correlation)s, %(attributes)s::jsonb, %(now)s
+  ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
+  RETURNING {columns}
+), debit AS (
+  INSERT INTO billing_credittransaction (tenant_id, amount, reason, usage_event_id, created_at)
+  SELECT tenant_id, -credits, meter, id, created_at FROM event WHERE credits <> 0
+  RETURNING amount
+), debited AS (
+  UPDATE billing_creditbalance SET balance = balance + debit.amount FROM debit WHERE tenant_id = %(tenant)s
+)
+SELECT {columns} FROM event"""
+
+
+def _record_usage_row(*, tenant, meter: str, quantity: Decimal, idempotency_key: str, attributes: dict):
+    """Event, debit and balance in one statement (one round trip, atomic by itself); None on a replay."""
+    fields = [f.attname for f in UsageEvent._meta.concrete_fields]
+    sql = _RECORD_USAGE_SQL.format(columns=", ".join(f.column for f in UsageEvent._meta.concrete_fields))
+    params = {"tenant": tenant.pk, "meter": meter, "quantity": quantity, "key": idempotency_key,
+              "correlation": correlation.get(), "attributes": json.dumps(attributes), "now": timezone.now()}
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    event = UsageEvent.from_db(connection.alias, fields, row)
+    event.attributes = attributes  # the row holds it as JSON text (no field converters run here)
+    return event
+
+
 def record_usage(*, tenant, meter: str, quantity, idempotency_key: str, attributes: dict | None = None) -> UsageEvent:
-    """Append one usage event and debit its price; replaying the same idempotency key is a no-op."""
+    """Append one usage event and debit its price; replaying the same idempotency key is a no-op
+    (a concurrent replay waits for the first insert, then does nothing)."""
     quantity = _decimal(quantity, "quantity")
     if quantity < 0:
         raise ValidationFailed("quantity must not be negative.")
     if not idempotency_key or len(idempotency_key) > 200:
         raise ValidationFailed("idempotency_key must be 1-200 characters.")
-    existing = UsageEvent.objects.filter(tenant=tenant, idempotency_key=idempotency_key).first()
-    if existing:
-        return existing
-    price = Price.objects.filter(meter=meter).values_list("credits_per_unit", flat=True).first() or Decimal(0)
-    cost = price * quantity
-    try:
-        with transaction.atomic():
-            event = UsageEvent.objects.create(
-                tenant=tenant, meter=meter, quantity=quantity, credits=cost,
-                idempotency_key=idempotency_key, correlation_id=correlation.get(),
-                attributes=attributes or {},
-            )
-            if cost:
-                CreditTransaction.objects.create(tenant=tenant, amount=-cost, reason=meter, usage_event=event)
-                CreditBalance.objects.filter(tenant=tenant).update(balance=F("balance") - cost)
-    except IntegrityError:  # a concurrent call with the same key won the race
-        return UsageEvent.objects.get(tenant=tenant, idempotency_key=idempotency_key)
-    return event
+    event = _record_usage_row(tenant=tenant, meter=meter, quantity=quantity, idempotency_key=idempotency_key,
+                              attributes=attributes or {})
+    return event or UsageEvent.objects.get(tenant=tenant, idempotency_key=idempotency_key)
 
 
 def require_credits(*, tenant, needed=0) -> None:

@@ -116,9 +116,28 @@ class FiniteFloat(serializers.FloatField):
         return value
 
 
+class VectorInput(serializers.ListField):
+    """A list of finite numbers within float32 range. A plain list of ints and floats is checked with
+    NumPy in one go (per-element fields cost ~1 µs a number); anything else takes the per-element
+    path, with its per-index error messages."""
+
+    def __init__(self, **kwargs):
+        super().__init__(child=FiniteFloat(), **kwargs)
+
+    def to_internal_value(self, data):
+        if isinstance(data, list) and all(type(v) is float or type(v) is int for v in data):
+            try:
+                values = np.asarray(data, dtype=np.float64)  # values: (D,) float64
+            except OverflowError:  # an int beyond float64: the per-element path reports it
+                values = None
+            if values is not None and np.isfinite(values).all() and (np.abs(values) <= FLOAT32_MAX).all():
+                return values.tolist()
+        return super().to_internal_value(data)
+
+
 class SearchInput(serializers.Serializer):
     text = serializers.CharField(required=False, max_length=10_000, allow_blank=False)
-    vector = serializers.ListField(child=FiniteFloat(), required=False, min_length=1, max_length=4096)
+    vector = VectorInput(required=False, min_length=1, max_length=4096)
     atom = serializers.CharField(required=False, max_length=64)
     model = serializers.CharField(required=False, max_length=100)
     k = serializers.IntegerField(required=False, default=10, min_value=1)

@@ -105,3 +105,38 @@ def test_it_searches_through_the_api(alpha, api):
     assert "vector" in body["results"][0]["why"]
     wrong = client.post("/api/search/semantic", {"vector": [0.1] * 17, "k": 3})
     assert_error_shape(wrong, 400)
+
+
+def test_it_searches_by_vector_meters_it_and_keeps_tenants_apart(alpha, beta, api):
+    from django.db import connection
+
+    from atoms.models import AtomEmbedding
+    from atoms.services import embed_atoms
+    from billing.models import UsageEvent
+    from billing.selectors import credit_balance
+
+    tag = uuid.uuid4().hex[:8]
+    made = api(alpha.keys["write"]).post("/api/atoms", {"text": f"Glaciers carve valleys. {tag}",
+                                                        "metadata": {"tag": tag}}).json()
+    connection.set_tenant(alpha.tenant)
+    embed_atoms(atom_ids=[made["atom"]["id"]])
+    vector = [float(v) for v in AtomEmbedding.objects.get(atom_id=made["atom"]["id"]).vector]
+    connection.set_schema_to_public()
+    before = credit_balance(tenant=alpha.tenant)
+    body = {"vector": vector[:-1] + [0], "k": 1, "filters": {"metadata": {"tag": tag}}}  # an int among floats
+    found = api(alpha.keys["read"]).post("/api/search/semantic", body, HTTP_X_CORRELATION_ID=f"vec-{tag}")
+    assert found.status_code == 200 and found.json()["results"][0]["atom"]["id"] == made["atom"]["id"]
+    assert found.json()["results"][0]["why"]["cosine"] > 0.99
+    assert credit_balance(tenant=alpha.tenant) < before
+    again = api(alpha.keys["read"]).post("/api/search/semantic", body, HTTP_X_CORRELATION_ID=f"vec-{tag}")
+    assert again.status_code == 200  # the same correlation id twice: two searches ran, two are billed
+    assert UsageEvent.objects.filter(tenant=alpha.tenant, meter="search.query", correlation_id=f"vec-{tag}").count() == 2
+    assert api(beta.keys["read"]).post("/api/search/semantic", body).json() == {"results": [], "count": 0}
+
+
+@pytest.mark.parametrize("bad,where", [(["x"], "0"), ([0.1, 10**400], "1"), ([0.2, 4e38], "1"),
+                                       ([0.3, "1e39"], "1"), ([0.1] * 4097, None)])
+def test_it_reports_bad_vector_elements_by_index(bad, where, alpha, api):
+    response = api(alpha.keys["read"]).post("/api/search/semantic", {"vector": bad, "k": 3})
+    fields = assert_error_shape(response, 400)["details"]["fields"]
+    assert where is None or where in fields["vector"]

@@ -59,3 +59,31 @@ def test_it_refuses_to_rewrite_the_ledger_in_the_database(alpha):
         with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
             with connection.cursor() as cursor:
                 cursor.execute(sql, [event.pk])
+
+
+def test_it_writes_the_event_its_debit_and_the_balance_together(alpha):
+    from billing.models import CreditTransaction
+    from hartonomous import correlation
+
+    before = credit_balance(tenant=alpha.tenant)
+    token = correlation.set_id("corr-usage-1")
+    try:
+        event = record_usage(tenant=alpha.tenant, meter="search.query", quantity=3,
+                             idempotency_key=uuid.uuid4().hex, attributes={"k": 10})
+    finally:
+        correlation.reset(token)
+    stored = UsageEvent.objects.get(pk=event.pk)
+    assert (stored.credits, stored.correlation_id, stored.attributes) == (Decimal("0.003"), "corr-usage-1", {"k": 10})
+    assert (event.credits, event.attributes, event.tenant_id) == (stored.credits, {"k": 10}, alpha.tenant.pk)
+    debit = CreditTransaction.objects.get(usage_event=event)
+    assert (debit.amount, debit.reason, debit.tenant_id) == (Decimal("-0.003"), "search.query", alpha.tenant.pk)
+    assert credit_balance(tenant=alpha.tenant) == before - Decimal("0.003")
+
+
+def test_it_records_free_usage_without_a_debit(alpha, beta):
+    from billing.models import CreditTransaction
+
+    before = credit_balance(tenant=alpha.tenant), credit_balance(tenant=beta.tenant)
+    event = record_usage(tenant=alpha.tenant, meter="no.such.meter", quantity=5, idempotency_key=uuid.uuid4().hex)
+    assert event.credits == 0 and not CreditTransaction.objects.filter(usage_event=event).exists()
+    assert (credit_balance(tenant=alpha.tenant), credit_balance(tenant=beta.tenant)) == before

@@ -71,6 +71,27 @@ def test_it_keeps_the_principal_in_history(alpha, api):
     assert record.history_change_reason.startswith("api_key:")
 
 
+
+def _columns_of(row) -> list:
+    return [getattr(row, f.attname) for f in type(row)._meta.concrete_fields]
+
+
+def test_it_loads_a_key_with_its_tenant_and_policy_as_the_orm_does(alpha, beta):
+    from tenants.models import TenantSecurityPolicy
+    from tenants.selectors import api_key_by_hash
+
+    key, raw = api_key_create(tenant=alpha.tenant, name="lookup", scopes=["write", "read"])
+    found = api_key_by_hash(hashed_key=hash_key(raw))
+    orm = ApiKey.objects.select_related("tenant", "tenant__policy").get(pk=key.pk)
+    for ours, theirs in ((found, orm), (found.tenant, orm.tenant), (found.tenant.policy, orm.tenant.policy)):
+        assert _columns_of(ours) == _columns_of(theirs) and not ours._state.adding
+    assert found.scopes == ["read", "write"] and isinstance(found.tenant.policy.allowed_executors, list)
+    assert found.tenant.schema_name == alpha.slug != beta.slug
+    assert api_key_by_hash(hashed_key=hash_key(raw + "x")) is None
+    TenantSecurityPolicy.objects.filter(tenant=alpha.tenant).delete()  # rolled back after the test
+    assert getattr(api_key_by_hash(hashed_key=hash_key(raw)).tenant, "policy", None) is None
+
+
 # ---------------------------------------------------------------- OIDC
 @pytest.fixture(scope="module")
 def signing_keys():
