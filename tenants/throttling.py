@@ -7,15 +7,18 @@ from rest_framework.throttling import BaseThrottle
 from hartonomous.errors import Throttled
 
 from . import ratelimit
+from .models import TenantSecurityPolicy
 from .principal import Principal
+
+DEFAULT_POLICY = TenantSecurityPolicy()  # unsaved: only its default limits are read
 
 
 class TenantRateThrottle(BaseThrottle):
     def allow_request(self, request, view) -> bool:
         principal = request.user
-        if not settings.RATE_LIMIT_ENABLED or not isinstance(principal, Principal) or principal.policy is None:
+        if not settings.RATE_LIMIT_ENABLED or not isinstance(principal, Principal):
             return True
-        policy = principal.policy
+        policy = principal.policy or DEFAULT_POLICY  # a tenant without a policy row gets the defaults, not no limit
         decision = ratelimit.check(
             tenant_key=principal.tenant.schema_name,
             key_key=principal.rate_key,

@@ -2,7 +2,10 @@
 
 PDF: one ``page:<n>`` part per page (PART_OF the document), its text chunks PART_OF the page.
 HTML: headings become Markdown headings so the chunker keeps the section path; script,
-style and template contents are dropped; the <title> goes into the root's metadata.
+style and template contents are dropped, and so is navigation (<nav>, role="navigation", and the
+navigation bars of common documentation generators: DocBook navheader/navfooter, Sphinx
+related/sphinxsidebar, breadcrumbs), which would otherwise repeat "Prev Up Next" and other
+pages' titles in every document; the <title> goes into the root's metadata.
 """
 
 from __future__ import annotations
@@ -62,7 +65,14 @@ _BLOCK_TAGS = {
     "p", "div", "section", "article", "main", "header", "footer", "aside", "nav", "li", "ul", "ol",
     "table", "tr", "blockquote", "pre", "br", "hr", "dt", "dd", "figure", "figcaption", "form",
 }
-_SKIP_TAGS = {"script", "style", "template", "noscript", "svg", "head"}
+_SKIP_TAGS = {"script", "style", "template", "noscript", "svg", "head", "nav"}
+_NAV_CLASSES = {"navheader", "navfooter", "navbar", "breadcrumb", "breadcrumbs", "related", "sphinxsidebar"}
+
+
+def _is_navigation(tag: str, attrs) -> bool:
+    found = dict(attrs)
+    return tag in _SKIP_TAGS or found.get("role") == "navigation" or bool(
+        set((found.get("class") or "").split()) & _NAV_CLASSES)
 
 
 class _HtmlText(HTMLParser):
@@ -72,6 +82,7 @@ class _HtmlText(HTMLParser):
         super().__init__(convert_charrefs=True)
         self.lines: list[str] = []
         self.current: list[str] = []
+        self.skip_tag: str | None = None  # the element being skipped, and how deep its own tag nests
         self.skip_depth = 0
         self.heading: int | None = None
         self.in_title = False
@@ -87,8 +98,11 @@ class _HtmlText(HTMLParser):
     def handle_starttag(self, tag, attrs):
         if tag == "title":
             self.in_title = True
-        if tag in _SKIP_TAGS:
-            self.skip_depth += 1
+        if self.skip_tag is not None:
+            self.skip_depth += tag == self.skip_tag
+        elif _is_navigation(tag, attrs):
+            self._break()
+            self.skip_tag, self.skip_depth = tag, 1
         elif tag in {"h1", "h2", "h3", "h4", "h5", "h6"}:
             self._break()
             self.heading = int(tag[1])
@@ -98,8 +112,11 @@ class _HtmlText(HTMLParser):
     def handle_endtag(self, tag):
         if tag == "title":
             self.in_title = False
-        if tag in _SKIP_TAGS:
-            self.skip_depth = max(0, self.skip_depth - 1)
+        if self.skip_tag is not None:
+            if tag == self.skip_tag:
+                self.skip_depth -= 1
+                if self.skip_depth == 0:
+                    self.skip_tag = None
         elif tag in {"h1", "h2", "h3", "h4", "h5", "h6"}:
             self._break()
             self.heading = None
@@ -109,7 +126,7 @@ class _HtmlText(HTMLParser):
     def handle_data(self, data):
         if self.in_title:
             self.title += data
-        elif not self.skip_depth:
+        elif self.skip_tag is None:
             self.current.append(data)
 
     def close(self):

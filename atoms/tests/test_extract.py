@@ -339,6 +339,21 @@ def test_it_extracts_html_text_with_headings():
     assert chunks[-1].text == "Top > Sub\n\nInner bold text."  # the section header line, then the body
 
 
+def test_it_leaves_navigation_out_of_html_text():
+    html = b"""<html><head><title>Arrays</title></head><body>
+    <div class="navheader"><table><tr><th>8.15. Arrays</th></tr><tr><td><a>Prev</a></td><td>
+    <div>Up</div></td></tr></table></div>
+    <nav><ul><li>Other page</li></ul></nav><div role="navigation">Breadcrumb trail</div>
+    <h1>8.15. Arrays</h1><p>Arrays hold values.</p>
+    <div class="navfooter"><p>Next: Composite Types</p></div><p>After the footer.</p></body></html>"""
+    parts = list(extract(Source.from_bytes(html, "arrays.html")))
+    text = " ".join(c.text for c in children(parts))
+    assert parts[0].metadata["title"] == "Arrays"
+    assert "Arrays hold values." in text and "After the footer." in text
+    for noise in ("Prev", "Up", "Other page", "Breadcrumb", "Composite"):
+        assert noise not in text, noise
+
+
 def test_every_chunk_names_its_section_and_headings_alone_make_no_chunk():
     doc = "# Manual\n\n## Empty\n\n## " + "Very long heading " * 30 + "\n\nBody one.\n\n### Deep\n\nBody two.\n"
     chunks = [c.text for c in children(list(extract(Source.from_bytes(doc.encode(), "m.md"),

@@ -46,3 +46,15 @@ def test_it_does_not_limit_another_tenant(limited, beta, api):
     _, raw = api_key_create(tenant=limited, name=uuid.uuid4().hex[:8], scopes=["read"])
     [api(raw).get("/api/tenant") for _ in range(3)]
     assert api(beta.keys["read"]).get("/api/tenant").status_code == 200
+
+
+def test_a_tenant_without_a_policy_row_gets_the_default_limits(django_db_setup, api, settings):
+    from tenants.models import TenantSecurityPolicy
+
+    tenant = tenant_ensure(slug="nopolicy", name="No policy")
+    TenantSecurityPolicy.objects.filter(tenant=tenant).delete()
+    ratelimit._client().delete(f"rl:t:{tenant.schema_name}")
+    _, raw = api_key_create(tenant=tenant, name=uuid.uuid4().hex[:8], scopes=["read"])
+    response = api(raw).get("/api/tenant")
+    assert response.status_code == 200
+    assert response["X-RateLimit-Limit"] == str(TenantSecurityPolicy().requests_per_minute_per_key)
